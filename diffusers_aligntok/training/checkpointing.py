@@ -1,0 +1,119 @@
+"""Crash-safe accelerate checkpoints: written to a temporary directory, renamed when complete, rotated.
+
+A kill during a write leaves only a `checkpoint-N.incomplete` directory, which `--resume_from_checkpoint latest`
+ignores, so the previous checkpoint stays usable. Each checkpoint holds the tokenizer in diffusers format
+(`tokenizer/`, loadable with `AlignedAutoencoderKL.from_pretrained`), the discriminator, optimizers, schedulers, EMA,
+RNG states of every rank, and `training_state.json` (step, model config) which a resume checks against the current run.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+
+
+logger = get_logger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+INCOMPLETE_SUFFIX = ".incomplete"
+TRAINING_STATE_FILE = "training_state.json"
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), path) for path in checkpoints_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+def resolve_resume_checkpoint(checkpoints_dir: str | Path, resume_from_checkpoint: str | None) -> Path | None:
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(checkpoints_dir)
+        if not checkpoints:
+            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {checkpoints_dir}; starting fresh.")
+            return None
+        return checkpoints[-1]
+    path = Path(resume_from_checkpoint)
+    if not path.is_absolute() and not path.exists():
+        path = Path(checkpoints_dir) / resume_from_checkpoint
+    if not (path / TRAINING_STATE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a complete training checkpoint (no {TRAINING_STATE_FILE}). Use 'latest' or one of "
+            f"{[p.name for p in list_checkpoints(checkpoints_dir)]}."
+        )
+    return path
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    checkpoints_dir: str | Path,
+    global_step: int,
+    training_state: dict[str, Any],
+    total_limit: int | None,
+) -> Path:
+    """Saves the full training state at `global_step` atomically; every rank must call it."""
+    checkpoints_dir = Path(checkpoints_dir)
+    final_path = checkpoints_dir / f"checkpoint-{global_step}"
+    temporary_path = checkpoints_dir / f"checkpoint-{global_step}{INCOMPLETE_SUFFIX}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary_path, ignore_errors=True)
+        temporary_path.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary_path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(temporary_path / TRAINING_STATE_FILE, "w", encoding="utf-8") as handle:
+            json.dump({**training_state, "global_step": global_step}, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if final_path.exists():
+            shutil.rmtree(final_path)
+        os.replace(temporary_path, final_path)
+        _rotate(checkpoints_dir, total_limit)
+        logger.info(f"Saved checkpoint {final_path}")
+    accelerator.wait_for_everyone()
+    return final_path
+
+
+def _rotate(checkpoints_dir: Path, total_limit: int | None) -> None:
+    if total_limit is None:
+        return
+    checkpoints = list_checkpoints(checkpoints_dir)
+    for stale in checkpoints[: max(0, len(checkpoints) - total_limit)]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_training_state(checkpoint_path: str | Path) -> dict[str, Any]:
+    with open(Path(checkpoint_path) / TRAINING_STATE_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def check_resume_compatible(checkpoint_path: Path, model_config: dict[str, Any], stage: int) -> dict[str, Any]:
+    """Refuses to resume a checkpoint made with another stage or another model architecture."""
+    state = read_training_state(checkpoint_path)
+    if state.get("stage") != stage:
+        raise ValueError(f"{checkpoint_path} was written by stage {state.get('stage')}, but this run is stage {stage}.")
+    saved = state.get("model_config", {})
+    differing = sorted(
+        key for key in set(saved) | set(model_config) if not key.startswith("_") and saved.get(key) != _jsonable(model_config.get(key))
+    )
+    if differing:
+        details = "; ".join(f"{key}: checkpoint {saved.get(key)!r} vs now {model_config.get(key)!r}" for key in differing)
+        raise ValueError(
+            f"Cannot resume from {checkpoint_path}: the model config differs ({details}). Resume with the config the "
+            "checkpoint was made with, or start a new --output_dir."
+        )
+    return state
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

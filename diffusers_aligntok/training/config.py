@@ -1,0 +1,234 @@
+"""Typed, strictly validated configuration for `training/train_stage.py`.
+
+A config file is YAML with a `common` section (every field below) and a `stages` section whose `"1"`, `"2"` and `"3"`
+entries override `common` for that stage, with the same schema. Unknown keys and wrong types fail at load time with
+the key's full path, before any model is built.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    # A name from `diffusers_aligntok.PRESETS`; the architecture of the tokenizer.
+    preset: str = "aligntok-dinov2-large-f16d32"
+    # Pretrained weights of the foundation encoder that stage 1 starts from (hub id or local directory). `None` keeps
+    # the preset's random encoder, which only makes sense for tests.
+    foundation_encoder: str | None = "facebook/dinov2-large"
+    # Any other `AlignedAutoencoderKL` keyword argument, applied over the preset.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # Stages 2 and 3 start from the previous stage's model directory; `None` means `<output_dir>/stage<k-1>/model`.
+    init_from: str | None = None
+
+
+@dataclass
+class DataConfig:
+    # See `diffusers_aligntok.data.ImageDatasetConfig`.
+    source: str = "builtin:shapes"
+    split: str = "train"
+    resolution: int = 256
+    center_crop: bool = True
+    random_flip: bool = True
+    image_column: str | None = None
+    label_column: str | None = None
+    max_samples: int | None = None
+    num_builtin_samples: int = 2048
+    # Images held out for the reconstruction grid and PSNR at each validation (center crop, no flip).
+    num_validation_images: int = 8
+    dataloader_num_workers: int = 4
+
+
+@dataclass
+class DiscriminatorConfig:
+    base_channels: int = 64
+    num_layers: int = 3
+    norm: str = "group"
+
+
+@dataclass
+class LossConfig:
+    l1_weight: float = 1.0
+    # "lpips-vgg" (real LPIPS), "lpips-vgg-random-trunk" (offline stand-in, not a metric) or None (term off).
+    perceptual_network: str | None = "lpips-vgg"
+    perceptual_weight: float = 1.0
+    # Local torchvision VGG16 state dict for offline machines; None downloads it on first use.
+    perceptual_trunk_weights_path: str | None = None
+    gan_weight: float = 0.5
+    gan_start_step: int = 0
+    adaptive_weight_max: float = 1.0e4
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    # w_sp: weight of the semantic preservation loss (stage 2 only).
+    semantic_preservation_weight: float = 0.0
+    semantic_preservation_kind: str = "l2"
+
+
+@dataclass
+class OptimizerConfig:
+    learning_rate: float = 1.0e-4
+    # Encoder learning rate in stage 2, where a pretrained ViT is fine-tuned; None uses `learning_rate`.
+    encoder_learning_rate: float | None = None
+    discriminator_learning_rate: float = 1.0e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainingConfig:
+    # Per-device batch size.
+    train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 1000
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    # Decay of the EMA of the trained weights; the saved model holds the EMA weights. None disables EMA.
+    ema_decay: float | None = None
+    # LoRA rank on the encoder's attention projections instead of full fine-tuning (stage 2); None = full.
+    encoder_lora_rank: int | None = None
+    checkpointing_steps: int = 1000
+    checkpoints_total_limit: int | None = 3
+    validation_steps: int = 1000
+    log_every_steps: int = 10
+    report_to: str = "tensorboard"
+
+
+@dataclass
+class StageConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+STAGES = (1, 2, 3)
+
+
+class ConfigError(ValueError):
+    """A config file with an unknown key, a wrong type or an invalid value."""
+
+
+def load_stage_config(path: str | Path, stage: int) -> StageConfig:
+    """Reads the YAML file at `path` and returns the fully validated config of `stage` (1, 2 or 3)."""
+    raw = _read_yaml(path)
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}.")
+    unknown_sections = set(raw) - {"common", "stages"}
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown_sections)}; expected 'common' and 'stages'.")
+    stages = raw.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise ConfigError(f"{path}: 'stages' must be a mapping from stage number to overrides.")
+    bad_stage_keys = [key for key in stages if str(key) not in {str(s) for s in STAGES}]
+    if bad_stage_keys:
+        raise ConfigError(f"{path}: unknown stages {bad_stage_keys}; use 1, 2 and 3.")
+    overrides = next((value for key, value in stages.items() if str(key) == str(stage)), None) or {}
+    merged = _deep_merge(raw.get("common") or {}, overrides)
+    config = _from_dict(StageConfig, merged, f"{Path(path).name}:stage{stage}")
+    _check_values(config, f"{Path(path).name}:stage{stage}")
+    return config
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist; see training/configs/ for examples.")
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}.")
+    return raw
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "overrides":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_dict(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(fields)}.")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(annotation: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        return _from_dict(annotation, value, where)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected value {value!r}.")
+    if annotation is Any:
+        return value
+    expected = origin or annotation
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # YAML reads `1` as int; 1.0e-4 style needs no help
+    if expected is float and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads `1e-4` (no dot) as a string
+        except ValueError:
+            pass
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {getattr(expected, '__name__', expected)}, got {value!r}.")
+    return value
+
+
+def _check_values(config: StageConfig, where: str) -> None:
+    training, optimizer, loss = config.training, config.optimizer, config.loss
+    checks = [
+        (training.train_batch_size > 0, "training.train_batch_size must be positive"),
+        (training.gradient_accumulation_steps > 0, "training.gradient_accumulation_steps must be positive"),
+        (training.max_train_steps > 0, "training.max_train_steps must be positive"),
+        (training.checkpointing_steps > 0, "training.checkpointing_steps must be positive"),
+        (training.validation_steps > 0, "training.validation_steps must be positive"),
+        (training.mixed_precision in ("no", "bf16", "fp16"), "training.mixed_precision must be 'no', 'bf16' or 'fp16'"),
+        (training.ema_decay is None or 0 < training.ema_decay < 1, "training.ema_decay must be in (0, 1) or null"),
+        (optimizer.learning_rate > 0, "optimizer.learning_rate must be positive"),
+        (loss.semantic_preservation_kind in ("l2", "cosine"), "loss.semantic_preservation_kind must be 'l2' or 'cosine'"),
+        (config.data.resolution > 0, "data.resolution must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}.")
+    if training.mixed_precision == "fp16":
+        # DESIGN: never train the tokenizer or the discriminator in pure fp16 (GAN + LPIPS overflow).
+        raise ConfigError(f"{where}: training.mixed_precision 'fp16' is not supported for tokenizer training; use 'bf16'.")

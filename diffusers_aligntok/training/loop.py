@@ -1,0 +1,350 @@
+"""The training loop of one AlignTok stage, read top to bottom: setup, resume, steps, checkpoints, final export."""
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from ..data import ImageDatasetConfig, build_image_dataset
+from ..losses import PatchGANDiscriminator, ReconstructionLoss, build_perceptual_network
+from ..models import AlignedAutoencoderKL
+from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
+from .config import StageConfig, config_to_dict
+from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
+from .step import TokenizerTrainingComponents, tokenizer_training_step
+from .validation import psnr, reconstruct, save_reconstruction_grid
+
+
+logger = get_logger(__name__)
+
+
+def run_stage(
+    config: StageConfig, stage: int, output_dir: str | Path, resume_from_checkpoint: str | None = None
+) -> dict[str, Any]:
+    """Trains one stage and writes `<output_dir>/stage<k>/model` (diffusers format) plus its config and metrics."""
+    training, optimizer_config, loss_config = config.training, config.optimizer, config.loss
+    stage_dir = stage_output_dir(output_dir, stage)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        mixed_precision=training.mixed_precision,
+        log_with=None if training.report_to in ("", "none") else training.report_to,
+        project_config=ProjectConfiguration(project_dir=str(stage_dir), logging_dir=str(stage_dir / "logs")),
+        # Epoch-seeded shuffling makes the data order a function of (seed, epoch), so a resume replays it exactly.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=training.seed),
+    )
+    set_seed(training.seed)
+
+    # ---- data (fails early on an empty or unreadable source, before models are built) ----
+    with accelerator.main_process_first():  # one rank fills the datasets cache, the others read it
+        dataset = build_image_dataset(_dataset_config(config, validation=False))
+        validation_images = _validation_images(config)
+
+    # ---- models, losses, optimisers ----
+    models = build_stage_models(config, stage, output_dir)
+    tokenizer = models.tokenizer
+    discriminator = (
+        PatchGANDiscriminator(**asdict(loss_config.discriminator)) if loss_config.gan_weight > 0 else None
+    )
+    perceptual_network = build_perceptual_network(
+        loss_config.perceptual_network if loss_config.perceptual_weight > 0 else None,
+        trunk_weights_path=loss_config.perceptual_trunk_weights_path,
+    )
+    reconstruction_loss = ReconstructionLoss(
+        perceptual_network=perceptual_network,
+        l1_weight=loss_config.l1_weight,
+        perceptual_weight=loss_config.perceptual_weight,
+        gan_weight=loss_config.gan_weight,
+        gan_start_step=loss_config.gan_start_step,
+        adaptive_weight_max=loss_config.adaptive_weight_max,
+    )
+    tokenizer_optimizer = torch.optim.AdamW(
+        models.parameter_groups,
+        lr=optimizer_config.learning_rate,
+        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
+        weight_decay=optimizer_config.weight_decay,
+    )
+    discriminator_optimizer = (
+        torch.optim.AdamW(
+            discriminator.parameters(),
+            lr=optimizer_config.discriminator_learning_rate,
+            betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
+        )
+        if discriminator is not None
+        else None
+    )
+    # The prepared scheduler steps once per process per optimiser step, hence the scaling (as in diffusers examples).
+    lr_scheduler = get_scheduler(
+        optimizer_config.lr_scheduler,
+        optimizer=tokenizer_optimizer,
+        num_warmup_steps=optimizer_config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=training.max_train_steps * accelerator.num_processes,
+    )
+    ema = (
+        EMAModel(tokenizer.parameters(), decay=training.ema_decay, model_cls=AlignedAutoencoderKL, model_config=tokenizer.config)
+        if training.ema_decay is not None
+        else None
+    )
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    _register_checkpoint_hooks(accelerator)
+
+    dataloader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=training.train_batch_size,
+        shuffle=True,
+        num_workers=config.data.dataloader_num_workers,
+        drop_last=True,
+        persistent_workers=False,  # workers must see `dataset.set_epoch` (augmentations depend on the epoch)
+        # Its own generator, so creating an iterator (also the one a resume creates mid-epoch) never draws from the
+        # global RNG that the random crops and flips use: with in-process loading a resume replays them exactly.
+        generator=torch.Generator().manual_seed(training.seed),
+    )
+    prepared = accelerator.prepare(tokenizer, tokenizer_optimizer, dataloader, lr_scheduler)
+    tokenizer, tokenizer_optimizer, dataloader, lr_scheduler = prepared
+    if discriminator is not None:
+        discriminator, discriminator_optimizer = accelerator.prepare(discriminator, discriminator_optimizer)
+    reconstruction_loss.to(accelerator.device)
+    if models.semantic_target is not None:
+        models.semantic_target.to(accelerator.device)
+    if ema is not None:
+        ema.to(accelerator.device)
+    raw_tokenizer: AlignedAutoencoderKL = accelerator.unwrap_model(tokenizer)
+    if training.compile:
+        # In-place compile keeps parameter names, so checkpoints and save_pretrained are unaffected.
+        raw_tokenizer.encoder.compile()
+        raw_tokenizer.decoder.compile()
+
+    # ---- resume ----
+    checkpoints_dir = stage_dir / "checkpoints"
+    global_step = 0
+    resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
+    model_config = _jsonable(dict(raw_tokenizer.config))
+    if resume_path is not None:
+        state = check_resume_compatible(resume_path, model_config, stage)
+        accelerator.load_state(str(resume_path))
+        global_step = state["global_step"]
+        logger.info(f"Resumed stage {stage} from {resume_path} at step {global_step}")
+
+    num_update_steps_per_epoch = max(1, len(dataloader) // training.gradient_accumulation_steps)
+    first_epoch = global_step // num_update_steps_per_epoch
+    batches_to_skip = (global_step % num_update_steps_per_epoch) * training.gradient_accumulation_steps
+    num_epochs = math.ceil(training.max_train_steps / num_update_steps_per_epoch)
+
+    if accelerator.is_main_process:
+        accelerator.init_trackers(f"aligntok_stage{stage}", config=_flatten(config_to_dict(config)))
+        _write_run_config(stage_dir, config, stage)
+    components = TokenizerTrainingComponents(
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        discriminator=discriminator,
+        reconstruction_loss=reconstruction_loss,
+        tokenizer_optimizer=tokenizer_optimizer,
+        tokenizer_lr_scheduler=lr_scheduler,
+        discriminator_optimizer=discriminator_optimizer,
+        semantic_target=models.semantic_target,
+        semantic_preservation_weight=loss_config.semantic_preservation_weight if stage == 2 else 0.0,
+        semantic_preservation_kind=loss_config.semantic_preservation_kind,
+        max_grad_norm=optimizer_config.max_grad_norm,
+    )
+    training_state = {"stage": stage, "model_config": model_config}
+    num_skipped_images = torch.zeros((), device=accelerator.device)
+    last_logs: dict[str, float] = {}
+    images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
+    progress = tqdm(
+        total=training.max_train_steps, initial=global_step, desc=f"stage {stage}", disable=not accelerator.is_local_main_process
+    )
+    step_started = time.perf_counter()
+
+    # ---- train ----
+    tokenizer.train()
+    for module in models.frozen_modules:
+        module.eval()  # frozen parts keep eval-mode behaviour (no dropout / drop-path)
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= training.max_train_steps:
+            break
+        dataloader.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, batches_to_skip) if epoch == first_epoch and batches_to_skip else dataloader
+        for batch in batches:
+            logs = tokenizer_training_step(components, batch["pixel_values"], global_step)
+            num_skipped_images += batch["num_skipped"].sum().to(num_skipped_images.device)
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(raw_tokenizer.parameters())
+            global_step += 1
+            progress.update(1)
+
+            if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
+                elapsed = time.perf_counter() - step_started
+                step_started = time.perf_counter()
+                last_logs = {name: float(value) for name, value in logs.items()}
+                last_logs["lr"] = lr_scheduler.get_last_lr()[0]
+                last_logs["throughput/images_per_second"] = images_per_step * training.log_every_steps / max(elapsed, 1e-9)
+                last_logs["data/skipped_corrupt_images"] = float(accelerator.reduce(num_skipped_images.clone(), "sum"))
+                accelerator.log(last_logs, step=global_step)
+                progress.set_postfix(loss=f"{last_logs['loss/total']:.4f}", img_s=f"{last_logs['throughput/images_per_second']:.1f}")
+            if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
+                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit)
+            if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
+                if accelerator.is_main_process:
+                    last_logs["validation/psnr"] = _validate(accelerator, raw_tokenizer, ema, validation_images, stage_dir, global_step)
+                accelerator.wait_for_everyone()
+            if global_step >= training.max_train_steps:
+                break
+    progress.close()
+
+    # ---- export ----
+    total_skipped = int(accelerator.reduce(num_skipped_images.clone(), "sum"))
+    metrics: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        final_tokenizer = _final_tokenizer(raw_tokenizer, ema)
+        images = validation_images
+        reconstructions = reconstruct(final_tokenizer, images)
+        metrics = {
+            "stage": stage,
+            "global_step": global_step,
+            "validation_psnr": float(psnr(images, reconstructions).mean()),
+            "final_losses": {k: v for k, v in last_logs.items() if k.startswith(("loss/", "gan/"))},
+            "skipped_corrupt_images": total_skipped,
+            "num_processes": accelerator.num_processes,
+            "data_source": getattr(dataset, "source_description", config.data.source),
+        }
+        save_reconstruction_grid(images, reconstructions, stage_dir / "reconstructions.png")
+        _save_model_atomically(final_tokenizer, stage_model_dir(output_dir, stage))
+        with open(stage_dir / "metrics.json", "w", encoding="utf-8") as handle:
+            json.dump(metrics, handle, indent=2)
+        if total_skipped:
+            logger.warning(f"Stage {stage}: skipped {total_skipped} corrupt or unreadable images (see warnings above).")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+def _dataset_config(config: StageConfig, validation: bool) -> ImageDatasetConfig:
+    data = config.data
+    return ImageDatasetConfig(
+        source=data.source,
+        split=data.split,
+        resolution=data.resolution,
+        center_crop=True if validation else data.center_crop,
+        random_flip=False if validation else data.random_flip,
+        image_column=data.image_column,
+        label_column=data.label_column,
+        max_samples=data.num_validation_images if validation else data.max_samples,
+        num_builtin_samples=data.num_builtin_samples,
+        # Built-in data is generated from the seed: another seed gives held-out validation images. Other sources
+        # validate on the first images of the split.
+        seed=config.training.seed + (1_000_003 if validation else 0),
+    )
+
+
+def _validation_images(config: StageConfig) -> torch.Tensor:
+    dataset = build_image_dataset(_dataset_config(config, validation=True))
+    count = min(config.data.num_validation_images, len(dataset))
+    return torch.stack([dataset[index]["pixel_values"] for index in range(count)])
+
+
+def _validate(accelerator, tokenizer, ema, images, stage_dir: Path, global_step: int) -> float:
+    if ema is not None:
+        ema.store(tokenizer.parameters())
+        ema.copy_to(tokenizer.parameters())
+    reconstructions = reconstruct(tokenizer, images)
+    if ema is not None:
+        ema.restore(tokenizer.parameters())
+    value = float(psnr(images, reconstructions).mean())
+    grid_path = save_reconstruction_grid(images, reconstructions, stage_dir / "validation" / f"step-{global_step:07d}.png")
+    accelerator.log({"validation/psnr": value}, step=global_step)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            import numpy as np
+            from PIL import Image
+
+            tracker.writer.add_image("validation/reconstructions", np.asarray(Image.open(grid_path)), global_step, dataformats="HWC")
+    return value
+
+
+def _final_tokenizer(tokenizer: AlignedAutoencoderKL, ema: EMAModel | None) -> AlignedAutoencoderKL:
+    final = copy.deepcopy(tokenizer)
+    if ema is not None:
+        ema.copy_to(final.parameters())
+    final = export_tokenizer(final)
+    if final.is_gradient_checkpointing:
+        final.disable_gradient_checkpointing()
+    return final.eval()
+
+
+def _save_model_atomically(tokenizer: AlignedAutoencoderKL, model_dir: Path) -> None:
+    temporary = model_dir.with_name(model_dir.name + ".incomplete")
+    shutil.rmtree(temporary, ignore_errors=True)
+    tokenizer.save_pretrained(temporary)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(temporary, model_dir)
+
+
+def _register_checkpoint_hooks(accelerator: Accelerator) -> None:
+    """Checkpoints hold the tokenizer in diffusers format (`tokenizer/`), so any checkpoint is a usable model.
+
+    With encoder LoRA the saved `tokenizer/` has the LoRA merged, so accelerate also keeps the raw (unmerged) weights
+    and resumes from those.
+    """
+
+    def save_model_hook(models, weights, output_dir):
+        if not accelerator.is_main_process:
+            return
+        for index in reversed(range(len(models))):
+            model = accelerator.unwrap_model(models[index])
+            if isinstance(model, AlignedAutoencoderKL):
+                export_tokenizer(model).save_pretrained(os.path.join(output_dir, "tokenizer"))
+                if not _has_lora(model):
+                    weights.pop(index)
+
+    def load_model_hook(models, input_dir):
+        for index in reversed(range(len(models))):
+            model = accelerator.unwrap_model(models[index])
+            if isinstance(model, AlignedAutoencoderKL) and not _has_lora(model):
+                loaded = AlignedAutoencoderKL.from_pretrained(os.path.join(input_dir, "tokenizer"))
+                model.load_state_dict(loaded.state_dict())
+                models.pop(index)
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+
+def _has_lora(model: AlignedAutoencoderKL) -> bool:
+    return getattr(model, "_hf_peft_config_loaded", False)
+
+
+def _write_run_config(stage_dir: Path, config: StageConfig, stage: int) -> None:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with open(stage_dir / "training_config.json", "w", encoding="utf-8") as handle:
+        json.dump({"stage": stage, **config_to_dict(config)}, handle, indent=2)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

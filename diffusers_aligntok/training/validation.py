@@ -1,0 +1,47 @@
+"""Validation during tokenizer training: reconstruction PSNR and a grid of originals above reconstructions."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models import AlignedAutoencoderKL
+
+
+@torch.no_grad()
+def reconstruct(tokenizer: AlignedAutoencoderKL, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    was_training = tokenizer.training
+    tokenizer.eval()
+    outputs = [tokenizer(batch.to(tokenizer.device)).sample.float().clamp(-1, 1).cpu() for batch in images.split(batch_size)]
+    tokenizer.train(was_training)
+    return torch.cat(outputs)
+
+
+def psnr(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [-1, 1], measured on the [0, 1] scale (peak 1)."""
+    mse = ((images.float() - reconstructions.float()) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
+    """Rows of (N, 3, H, W) images in [-1, 1] -> one PIL image, one row per tensor."""
+    num_columns = max(row.shape[0] for row in rows)
+    height, width = rows[0].shape[-2:]
+    canvas = np.full(
+        (len(rows) * (height + padding) + padding, num_columns * (width + padding) + padding, 3), 255, dtype=np.uint8
+    )
+    for row_index, row in enumerate(rows):
+        pixels = ((row.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for column_index, image in enumerate(pixels):
+            top = padding + row_index * (height + padding)
+            left = padding + column_index * (width + padding)
+            canvas[top : top + height, left : left + width] = image
+    return Image.fromarray(canvas)
+
+
+def save_reconstruction_grid(images: torch.Tensor, reconstructions: torch.Tensor, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid([images, reconstructions]).save(path)
+    return path

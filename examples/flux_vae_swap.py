@@ -1,0 +1,93 @@
+"""Generate an image with diffusers' stock `FluxPipeline` and an AlignTok tokenizer as its VAE.
+
+The only new part in the pipeline is the VAE: `FluxPipeline` reads `vae_scale_factor`, `scaling_factor` and
+`shift_factor` from `AlignedAutoencoderKL`'s config exactly as from `AutoencoderKL`'s.
+
+Important: the stock FLUX.1 transformer was trained on FLUX VAE latents (16 channels, f8). Swapping in a different
+VAE alone gives noise; the transformer must be one trained on AlignTok latents (for example the paper's FLUX-
+architecture text-to-image model, whose `in_channels` is 4 x the tokenizer's `latent_channels` because Flux packs
+2x2 latent patches).
+
+Usage:
+    # Offline smoke run: tiny random components, a few seconds on a CPU (the image is noise).
+    python examples/flux_vae_swap.py --output out.png
+
+    # The real swap: text encoders, tokenizers and scheduler from FLUX.1-dev; VAE and transformer trained on AlignTok.
+    python examples/flux_vae_swap.py --pretrained_model black-forest-labs/FLUX.1-dev \\
+        --aligntok_vae path/to/aligntok_vae --transformer path/to/flux_transformer_on_aligntok \\
+        --prompt "a red fox in the snow" --height 512 --width 512 --steps 28 --output fox.png
+"""
+
+import argparse
+
+import torch
+from diffusers import FluxPipeline, FluxTransformer2DModel
+
+from diffusers_aligntok import AlignedAutoencoderKL  # import before loading any pipeline that names it
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pretrained_model", help="Flux pipeline (hub id or directory) giving text encoders, tokenizers, scheduler. Default: tiny offline components.")
+    parser.add_argument("--aligntok_vae", help="AlignedAutoencoderKL directory or hub id (required with --pretrained_model).")
+    parser.add_argument("--transformer", help="FluxTransformer2DModel trained on AlignTok latents (required with --pretrained_model).")
+    parser.add_argument("--transformer_subfolder", default=None, help="Subfolder of --transformer holding the model, e.g. 'transformer'.")
+    parser.add_argument("--prompt", default="a photo of a cat")
+    parser.add_argument("--height", type=int, default=None, help="Multiple of 2 x the VAE's spatial factor (32 for f16). Default 512 (64 tiny).")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="Default 28 (2 tiny).")
+    parser.add_argument("--guidance_scale", type=float, default=3.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="Default bfloat16 on CUDA, float32 on CPU.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", default="flux_aligntok.png")
+    return parser.parse_args()
+
+
+def build_pipeline(args, dtype):
+    if args.pretrained_model is None:
+        from diffusers_aligntok.testing_utils import tiny_flux_components
+
+        return FluxPipeline(**tiny_flux_components())
+    if not (args.aligntok_vae and args.transformer):
+        raise SystemExit("--pretrained_model needs --aligntok_vae and --transformer (one trained on AlignTok latents).")
+    vae = AlignedAutoencoderKL.from_pretrained(args.aligntok_vae, dtype=dtype)
+    transformer = FluxTransformer2DModel.from_pretrained(args.transformer, subfolder=args.transformer_subfolder, dtype=dtype)
+    if transformer.config.in_channels != 4 * vae.config.latent_channels:
+        raise SystemExit(
+            f"The transformer takes {transformer.config.in_channels} channels but Flux packs 2x2 patches of the VAE's "
+            f"{vae.config.latent_channels}-channel latents into {4 * vae.config.latent_channels}: it was not trained on this tokenizer."
+        )
+    return FluxPipeline.from_pretrained(args.pretrained_model, vae=vae, transformer=transformer, dtype=dtype)
+
+
+def main():
+    args = parse_args()
+    tiny = args.pretrained_model is None
+    default_dtype = "bfloat16" if args.device.startswith("cuda") and not tiny else "float32"
+    dtype = getattr(torch, args.dtype or default_dtype)
+    pipe = build_pipeline(args, dtype)
+    if tiny and dtype != torch.float32:
+        pipe.to(dtype)
+    # FluxPipeline ignores `force_upcast`: keep the VAE in float32 under float16 ourselves (decode casts the latents).
+    if dtype == torch.float16 and pipe.vae.config.force_upcast:
+        pipe.vae.to(torch.float32)
+    pipe.to(args.device)
+
+    size = 64 if tiny else 512
+    image = pipe(
+        args.prompt,
+        height=args.height or size,
+        width=args.width or size,
+        num_inference_steps=args.steps or (2 if tiny else 28),
+        guidance_scale=args.guidance_scale,
+        max_sequence_length=16 if tiny else 512,
+        generator=torch.Generator("cpu").manual_seed(args.seed),
+    ).images[0]
+    image.save(args.output)
+    print(f"Saved {image.size[0]}x{image.size[1]} image to {args.output} (VAE: {type(pipe.vae).__name__}, "
+          f"f={pipe.vae_scale_factor}, {pipe.vae.config.latent_channels} latent channels)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""`training/train_stage.py` end to end on the tiny CPU recipe: stages, outputs, resume, bad input, two processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import Dinov2Config, Dinov2Model
+
+from diffusers_aligntok import AlignedAutoencoderKL
+from diffusers_aligntok.training.checkpointing import list_checkpoints
+from diffusers_aligntok.training.config import ConfigError, load_stage_config
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = REPO_ROOT / "training" / "configs" / "tiny_cpu.yaml"
+sys.path.insert(0, str(REPO_ROOT / "training"))
+import train_stage  # noqa: E402
+
+
+def _write_config(tmp_path: Path, update_common: dict | None = None, stages: dict | None = None, name: str = "config.yaml") -> Path:
+    raw = yaml.safe_load(TINY_CONFIG.read_text())
+    for section, values in (update_common or {}).items():
+        raw["common"].setdefault(section, {}).update(values)
+    if stages is not None:
+        raw["stages"] = stages
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def foundation_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny 'pretrained' DINOv2 saved with transformers, matching the tiny preset's encoder."""
+    path = tmp_path_factory.mktemp("dinov2_tiny")
+    torch.manual_seed(123)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=3, image_size=24, mlp_ratio=2)
+    Dinov2Model(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, foundation_encoder_dir) -> Path:
+    tmp_path = tmp_path_factory.mktemp("run_all")
+    config = _write_config(tmp_path, {"model": {"foundation_encoder": str(foundation_encoder_dir)}})
+    output_dir = tmp_path / "out"
+    train_stage.main(["--config", str(config), "--stage", "all", "--output_dir", str(output_dir)])
+    return output_dir
+
+
+def test_all_stages_write_loadable_models_and_metrics(finished_run):
+    for stage in (1, 2, 3):
+        stage_dir = finished_run / f"stage{stage}"
+        model = AlignedAutoencoderKL.from_pretrained(stage_dir / "model")
+        assert model.config.latent_channels == 8
+        metrics = json.loads((stage_dir / "metrics.json").read_text())
+        assert metrics["global_step"] == 4 and metrics["stage"] == stage
+        assert metrics["validation_psnr"] > 0
+        assert "loss/l1" in metrics["final_losses"] and "loss/gan_generator" in metrics["final_losses"]
+        assert (stage_dir / "reconstructions.png").is_file()
+        assert (stage_dir / "training_config.json").is_file()
+        assert [p.name for p in list_checkpoints(stage_dir / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
+        # Every checkpoint holds a diffusers-format tokenizer.
+        AlignedAutoencoderKL.from_pretrained(stage_dir / "checkpoints" / "checkpoint-4" / "tokenizer")
+    stage2 = json.loads((finished_run / "stage2" / "metrics.json").read_text())
+    assert "loss/semantic_preservation" in stage2["final_losses"]
+
+
+def test_stage_freezing_rules(finished_run, foundation_encoder_dir):
+    pretrained = Dinov2Model.from_pretrained(foundation_encoder_dir).state_dict()
+    stage1, stage2, stage3 = (AlignedAutoencoderKL.from_pretrained(finished_run / f"stage{k}" / "model") for k in (1, 2, 3))
+    # Stage 1: the encoder is the pretrained one, untouched.
+    for name, tensor in stage1.encoder.state_dict().items():
+        assert torch.equal(tensor, pretrained[name]), name
+    # Stage 2 fine-tunes the encoder.
+    assert not torch.equal(
+        stage1.encoder.embeddings.patch_embeddings.projection.weight,
+        stage2.encoder.embeddings.patch_embeddings.projection.weight,
+    )
+    # Stage 3: encoder + adapter are bit-for-bit stage 2's, only the decoder moved.
+    for name, tensor in stage2.state_dict().items():
+        if name.startswith(("encoder.", "adapter.")):
+            assert torch.equal(tensor, stage3.state_dict()[name]), name
+    assert not torch.equal(stage2.decoder.conv_out.weight, stage3.decoder.conv_out.weight)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(stage2.encode(images).latent_dist.mode(), stage3.encode(images).latent_dist.mode())
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = tmp_path / "straight"
+    train_stage.main(["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(straight)])
+
+    interrupted = tmp_path / "interrupted"
+    short = _write_config(tmp_path, {"training": {"max_train_steps": 2}}, name="short.yaml")
+    train_stage.main(["--config", str(short), "--stage", "1", "--output_dir", str(interrupted)])
+    # A kill during a later checkpoint write leaves an incomplete directory that `latest` must ignore.
+    (interrupted / "stage1" / "checkpoints" / "checkpoint-3.incomplete").mkdir()
+    train_stage.main(
+        ["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(interrupted),
+         "--resume_from_checkpoint", "latest"]
+    )
+    expected = AlignedAutoencoderKL.from_pretrained(straight / "stage1" / "model").state_dict()
+    resumed = AlignedAutoencoderKL.from_pretrained(interrupted / "stage1" / "model").state_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path):
+    output_dir = tmp_path / "out"
+    config = _write_config(tmp_path, {"training": {"max_train_steps": 2}})
+    train_stage.main(["--config", str(config), "--stage", "1", "--output_dir", str(output_dir)])
+    other = _write_config(tmp_path, {"model": {"overrides": {"latent_noise_std": 0.1}}}, name="other.yaml")
+    with pytest.raises(ValueError, match="latent_noise_std"):
+        train_stage.main(["--config", str(other), "--stage", "1", "--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"])
+
+
+def test_stage2_without_stage1_model_fails_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="stage-1 model"):
+        train_stage.main(["--config", str(_write_config(tmp_path)), "--stage", "2", "--output_dir", str(tmp_path / "empty")])
+
+
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        ({"training": {"max_train_step": 3}}, "max_train_step"),
+        ({"training": {"max_train_steps": "many"}}, "max_train_steps"),
+        ({"optimizer": {"learning_rate": -1.0}}, "learning_rate"),
+        ({"training": {"mixed_precision": "fp16"}}, "bf16"),
+    ],
+)
+def test_bad_config_fails_at_load_with_the_key_named(tmp_path, update, message):
+    with pytest.raises(ConfigError, match=message):
+        load_stage_config(_write_config(tmp_path, update), 1)
+
+
+def test_empty_dataset_stops_with_its_path(tmp_path):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    config = _write_config(tmp_path, {"data": {"source": str(empty)}})
+    with pytest.raises(ValueError, match=str(empty)):
+        train_stage.main(["--config", str(config), "--stage", "1", "--output_dir", str(tmp_path / "out")])
+
+
+def test_non_finite_loss_stops_with_step_and_term_without_new_checkpoint(tmp_path, monkeypatch):
+    from diffusers_aligntok.losses import ReconstructionLoss
+    from diffusers_aligntok.training.step import NonFiniteLossError
+
+    original = ReconstructionLoss.generator_loss
+
+    def poisoned(self, images, reconstructions, *args, global_step, **kwargs):
+        loss, logs = original(self, images, reconstructions, *args, global_step=global_step, **kwargs)
+        if global_step == 2:
+            logs["loss/l1"] = torch.tensor(float("nan"))
+        return loss, logs
+
+    monkeypatch.setattr(ReconstructionLoss, "generator_loss", poisoned)
+    output_dir = tmp_path / "out"
+    with pytest.raises(NonFiniteLossError, match=r"step 2: loss/l1"):
+        train_stage.main(["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(output_dir)])
+    assert [p.name for p in list_checkpoints(output_dir / "stage1" / "checkpoints")] == ["checkpoint-2"]
+    assert not (output_dir / "stage1" / "model").exists()
+
+
+def test_two_cpu_processes(tmp_path):
+    """The same script under two DDP ranks (accelerate reports MULTI_CPU)."""
+    config = _write_config(tmp_path, {"training": {"max_train_steps": 2, "report_to": "none"}})
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        str(REPO_ROOT / "training" / "train_stage.py"), "--config", str(config), "--stage", "1",
+        "--output_dir", str(tmp_path / "out"),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((tmp_path / "out" / "stage1" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["global_step"] == 2

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Train an AlignTok tokenizer through the paper's three alignment stages.
+
+    accelerate launch training/train_stage.py --config training/configs/imagenet_f16d32.yaml --stage all \
+        --output_dir runs/aligntok-imagenet-f16d32
+
+Stage k writes `<output_dir>/stage<k>/model` (load it with `AlignedAutoencoderKL.from_pretrained`), its
+`training_config.json`, `metrics.json`, `reconstructions.png`, validation grids and resumable checkpoints. Stage k > 1
+starts from stage k-1's model in the same output directory. `--resume_from_checkpoint latest` continues a killed run
+of one stage (with `--stage all`, finished stages are skipped and the interrupted one resumes).
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
+
+from diffusers_aligntok.training.config import STAGES, load_stage_config  # noqa: E402
+from diffusers_aligntok.training.loop import run_stage  # noqa: E402
+from diffusers_aligntok.training.stages import stage_model_dir  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config with `common` and per-stage `stages` sections.")
+    parser.add_argument("--stage", default="all", choices=["1", "2", "3", "all"], help="Stage to run, or all three.")
+    parser.add_argument("--output_dir", required=True, help="Run directory; stage k writes <output_dir>/stage<k>/.")
+    parser.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        help="'latest' or a checkpoint directory name/path; a killed run loses at most one checkpoint interval.",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    stages = STAGES if args.stage == "all" else (int(args.stage),)
+    # Validate every stage's config before the first step of the first stage.
+    configs = {stage: load_stage_config(args.config, stage) for stage in stages}
+    results = {}
+    for stage in stages:
+        if args.stage == "all" and args.resume_from_checkpoint and (stage_model_dir(args.output_dir, stage) / "config.json").is_file():
+            logging.info(f"Stage {stage} already finished in {args.output_dir}; skipping.")
+            continue
+        results[stage] = run_stage(configs[stage], stage, args.output_dir, args.resume_from_checkpoint)
+    return results
+
+
+if __name__ == "__main__":
+    main()
