@@ -78,7 +78,7 @@ def build_tiny_clip_tokenizer(model_max_length: int = TINY_CLIP_MAX_LENGTH) -> C
 
 
 def build_tiny_t5_tokenizer(model_max_length: int = 512) -> T5Tokenizer:
-    """A character-level Unigram `T5Tokenizer` (`<pad>`=0, `</s>`=1, `<unk>`=2), the class `FluxPipeline` and SD3 use."""
+    """A character-level Unigram `T5Tokenizer` (`<pad>`=0, `</s>`=1, `<unk>`=2), the class Flux and SD3 use."""
     pieces = [*_T5_SPECIAL_TOKENS, "▁", *_TOKEN_ALPHABET, *(f"▁{char}" for char in _TOKEN_ALPHABET)]
     vocab = [(piece, 0.0 if piece in _T5_SPECIAL_TOKENS else -1.0) for piece in pieces]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
@@ -258,7 +258,11 @@ def tiny_sdxl_components(vae: AlignedAutoencoderKL | None = None, seed: int = 0)
     ).eval()
     return {
         "scheduler": EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            timestep_spacing="leading",
+            steps_offset=1,
         ),
         "vae": vae,
         "text_encoder": build_tiny_clip_text_encoder(seed=seed),

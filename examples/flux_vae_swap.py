@@ -28,19 +28,20 @@ from diffusers_aligntok import AlignedAutoencoderKL  # import before loading any
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pretrained_model", help="Flux pipeline (hub id or directory) giving text encoders, tokenizers, scheduler. Default: tiny offline components.")
-    parser.add_argument("--aligntok_vae", help="AlignedAutoencoderKL directory or hub id (required with --pretrained_model).")
-    parser.add_argument("--transformer", help="FluxTransformer2DModel trained on AlignTok latents (required with --pretrained_model).")
-    parser.add_argument("--transformer_subfolder", default=None, help="Subfolder of --transformer holding the model, e.g. 'transformer'.")
-    parser.add_argument("--prompt", default="a photo of a cat")
-    parser.add_argument("--height", type=int, default=None, help="Multiple of 2 x the VAE's spatial factor (32 for f16). Default 512 (64 tiny).")
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="Default 28 (2 tiny).")
-    parser.add_argument("--guidance_scale", type=float, default=3.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="Default bfloat16 on CUDA, float32 on CPU.")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", default="flux_aligntok.png")
+    add = parser.add_argument
+    add("--pretrained_model", help="Flux pipeline for text encoders, tokenizers, scheduler. Default: tiny, offline.")
+    add("--aligntok_vae", help="AlignedAutoencoderKL directory or hub id (with --pretrained_model).")
+    add("--transformer", help="FluxTransformer2DModel trained on AlignTok latents (with --pretrained_model).")
+    add("--transformer_subfolder", default=None, help="Subfolder of --transformer, e.g. 'transformer'.")
+    add("--prompt", default="a photo of a cat")
+    add("--height", type=int, default=None, help="Multiple of 2 x the VAE factor (32 for f16). Default 512, tiny 64.")
+    add("--width", type=int, default=None)
+    add("--steps", type=int, default=None, help="Default 28, tiny 2.")
+    add("--guidance_scale", type=float, default=3.5)
+    add("--seed", type=int, default=0)
+    add("--dtype", choices=["float32", "bfloat16", "float16"], help="Default: bfloat16 on CUDA, else float32.")
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--output", default="flux_aligntok.png")
     return parser.parse_args()
 
 
@@ -50,13 +51,16 @@ def build_pipeline(args, dtype):
 
         return FluxPipeline(**tiny_flux_components())
     if not (args.aligntok_vae and args.transformer):
-        raise SystemExit("--pretrained_model needs --aligntok_vae and --transformer (one trained on AlignTok latents).")
+        raise SystemExit("--pretrained_model needs --aligntok_vae and a --transformer trained on AlignTok latents.")
     vae = AlignedAutoencoderKL.from_pretrained(args.aligntok_vae, dtype=dtype)
-    transformer = FluxTransformer2DModel.from_pretrained(args.transformer, subfolder=args.transformer_subfolder, dtype=dtype)
+    transformer = FluxTransformer2DModel.from_pretrained(
+        args.transformer, subfolder=args.transformer_subfolder, dtype=dtype
+    )
     if transformer.config.in_channels != 4 * vae.config.latent_channels:
         raise SystemExit(
             f"The transformer takes {transformer.config.in_channels} channels but Flux packs 2x2 patches of the VAE's "
-            f"{vae.config.latent_channels}-channel latents into {4 * vae.config.latent_channels}: it was not trained on this tokenizer."
+            f"{vae.config.latent_channels}-channel latents into {4 * vae.config.latent_channels}: it was not trained "
+            "on this tokenizer."
         )
     return FluxPipeline.from_pretrained(args.pretrained_model, vae=vae, transformer=transformer, dtype=dtype)
 

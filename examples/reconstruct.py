@@ -23,15 +23,16 @@ from diffusers_aligntok.testing_utils import build_tiny_vae, synthetic_test_imag
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="*", help="Image files. Default: a built-in synthetic test image.")
-    parser.add_argument("--model", default="tiny-random", help="AlignedAutoencoderKL directory or hub id, or 'tiny-random'.")
-    parser.add_argument("--subfolder", default=None, help="Subfolder of --model, e.g. 'vae' for a pipeline repository.")
-    parser.add_argument("--height", type=int, default=None, help="Resize to this height (rounded down to a multiple of f). Default: keep.")
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--tiling", action="store_true", help="Encode and decode in overlapping tiles (for large images).")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--output_dir", default=".")
+    add = parser.add_argument
+    add("images", nargs="*", help="Image files. Default: a built-in synthetic test image.")
+    add("--model", default="tiny-random", help="AlignedAutoencoderKL directory or hub id, or 'tiny-random'.")
+    add("--subfolder", default=None, help="Subfolder of --model, e.g. 'vae' for a pipeline repository.")
+    add("--height", type=int, default=None, help="Resize to this height (rounded down to a multiple of f).")
+    add("--width", type=int, default=None, help="Resize to this width. Default: the image's own size.")
+    add("--tiling", action="store_true", help="Encode and decode in overlapping tiles (for large images).")
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--dtype", choices=["float32", "bfloat16"], default="float32")
+    add("--output_dir", default=".")
     return parser.parse_args()
 
 

@@ -108,6 +108,9 @@ def _encoder_parameters_for_stage2(tokenizer: AlignedAutoencoderKL, lora_rank: i
         LoraConfig(r=lora_rank, lora_alpha=lora_rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
         adapter_name="encoder_lora",
     )
+    # peft marks only LoRA weights trainable across the whole model; adapter and decoder still train in full.
+    tokenizer.adapter.requires_grad_(True)
+    tokenizer.decoder.requires_grad_(True)
     return [p for name, p in tokenizer.encoder.named_parameters() if "lora_" in name]
 
 

@@ -97,10 +97,10 @@ def test_discriminator_shape_init_and_norms():
     images = _images()
     for norm in ("group", "batch", "none"):
         assert PatchGANDiscriminator(base_channels=8, norm=norm)(images).shape == (2, 1, 2, 2)
-    # pix2pix layout: 256 -> 128 -> 64 -> 32 -> 31 -> 30 patch logits.
+    # pix2pix layout: three stride-2 convolutions, then two stride-1 4x4 ones: 64 -> 32 -> 16 -> 8 -> 7 -> 6.
     default = PatchGANDiscriminator()
     assert not any(isinstance(module, nn.BatchNorm2d) for module in default.modules())
-    assert default(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)
+    assert default(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 6, 6)
     # pix2pix init: convolutions N(0, 0.02), normalisation scales N(1, 0.02).
     assert default.layers[2].weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert default.layers[2].weight.mean().abs().item() < 1e-3

@@ -179,3 +179,23 @@ def test_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = json.loads((tmp_path / "out" / "stage1" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["global_step"] == 2
+
+
+def test_stage2_with_encoder_lora_and_gradient_checkpointing_exports_a_plain_model(finished_run, tmp_path):
+    stages = {1: {}, 2: {"loss": {"semantic_preservation_weight": 1.0},
+                         "training": {"encoder_lora_rank": 2, "gradient_checkpointing": True, "ema_decay": 0.9}}}
+    config = _write_config(tmp_path, {"model": {"init_from": str(finished_run / "stage1" / "model")}}, stages=stages)
+    output_dir = tmp_path / "lora"
+    train_stage.main(["--config", str(config), "--stage", "2", "--output_dir", str(output_dir)])
+    stage1 = AlignedAutoencoderKL.from_pretrained(finished_run / "stage1" / "model")
+    lora_model = AlignedAutoencoderKL.from_pretrained(output_dir / "stage2" / "model")
+    assert not any("lora" in name for name in lora_model.state_dict())
+    assert not lora_model.is_gradient_checkpointing
+    # The LoRA update was merged into the attention projections; the rest of the encoder is untouched.
+    query = "encoder.encoder.layer.0.attention.q_proj.weight"
+    assert not torch.equal(stage1.state_dict()[query], lora_model.state_dict()[query])
+    patch = "embeddings.patch_embeddings.projection.weight"
+    assert torch.equal(stage1.encoder.state_dict()[patch], lora_model.encoder.state_dict()[patch])
+    # Adapter and decoder are still fully fine-tuned beside the encoder LoRA.
+    assert not torch.equal(stage1.decoder.conv_out.weight, lora_model.decoder.conv_out.weight)
+    assert not torch.equal(stage1.adapter.net[2].weight, lora_model.adapter.net[2].weight)
