@@ -59,13 +59,14 @@ FLUX_VAE_CONFIG = dict(
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per model after one warm-up; the median is reported.")
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--skip_tiling", action="store_true", help="Skip (c), the slowest part (about 2-3 minutes).")
-    parser.add_argument("--tile_size", type=int, default=256)
-    parser.add_argument("--model", default=None, help=f"A saved AlignedAutoencoderKL to time and tile instead of random {TIMED_PRESET}.")
-    parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    add = parser.add_argument
+    add("--threads", type=int, default=2)
+    add("--repeats", type=int, default=3, help="Timed runs per model after one warm-up; the median is reported.")
+    add("--resolution", type=int, default=256)
+    add("--skip_tiling", action="store_true", help="Skip (c), the slowest part (several minutes).")
+    add("--tile_size", type=int, default=256)
+    add("--model", default=None, help=f"A saved AlignedAutoencoderKL to use instead of random {TIMED_PRESET}.")
+    add("--output_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     return parser.parse_args()
 
 
@@ -83,8 +84,13 @@ def parameter_counts() -> list[dict]:
         del model
     with torch.device("meta"):
         flux_vae = AutoencoderKL(**FLUX_VAE_CONFIG)
-    parts = {"encoder": count_parameters(flux_vae.encoder), "adapter": 0, "decoder": count_parameters(flux_vae.decoder)}
-    rows.append({"model": "FLUX VAE (AutoencoderKL)", **parts, "total": count_parameters(flux_vae)})
+    rows.append({
+        "model": "FLUX VAE (AutoencoderKL)",
+        "encoder": count_parameters(flux_vae.encoder),
+        "adapter": 0,
+        "decoder": count_parameters(flux_vae.decoder),
+        "total": count_parameters(flux_vae),
+    })
     return rows
 
 
@@ -94,8 +100,9 @@ def load_image(height: int, width: int) -> torch.Tensor:
 
 
 def build_timed_aligntok(model_path: str | None) -> AlignedAutoencoderKL:
-    model = AlignedAutoencoderKL.from_pretrained(model_path) if model_path else AlignedAutoencoderKL.from_preset(TIMED_PRESET)
-    return model.eval()
+    if model_path:
+        return AlignedAutoencoderKL.from_pretrained(model_path).eval()
+    return AlignedAutoencoderKL.from_preset(TIMED_PRESET).eval()
 
 
 def time_encode_decode(models: dict[str, torch.nn.Module], image: torch.Tensor, repeats: int) -> list[dict]:
@@ -112,7 +119,10 @@ def time_encode_decode(models: dict[str, torch.nn.Module], image: torch.Tensor, 
                 timings[name]["encode"].append(encoded - start)
                 timings[name]["decode"].append(decoded - encoded)
                 timings[name]["total"].append(decoded - start)
-    rows = [{"model": name, **{key: statistics.median(values) for key, values in timing.items()}} for name, timing in timings.items()]
+    rows = [
+        {"model": name, **{key: statistics.median(values) for key, values in timing.items()}}
+        for name, timing in timings.items()
+    ]
     reference = rows[-1]
     for row in rows:
         row.update({f"{key}_ratio": row[key] / reference[key] for key in ("encode", "decode", "total")})
@@ -181,14 +191,15 @@ def main():
     with torch.no_grad():
         results["parameters"] = parameter_counts()
         sections.append("## Parameters\n\n" + markdown_table(
-            results["parameters"], {"model": "model", "encoder": "encoder", "adapter": "adapter", "decoder": "decoder", "total": "total"}
+            results["parameters"], {key: key for key in ("model", "encoder", "adapter", "decoder", "total")}
         ))
         print(sections[-1] + "\n", flush=True)
 
         aligntok = build_timed_aligntok(args.model)
         flux_vae = AutoencoderKL(**FLUX_VAE_CONFIG).eval()
         image = load_image(args.resolution, args.resolution)
-        results["timing"] = time_encode_decode({TIMED_PRESET if not args.model else args.model: aligntok, "FLUX VAE": flux_vae}, image, args.repeats)
+        timed_models = {args.model or TIMED_PRESET: aligntok, "FLUX VAE": flux_vae}  # the reference goes last
+        results["timing"] = time_encode_decode(timed_models, image, args.repeats)
         del flux_vae
         gc.collect()
         sections.append(
@@ -202,11 +213,18 @@ def main():
             results["tiling"] = tiling_differences(aligntok, [(512, 512), (512, 768)], args.tile_size)
             sections.append(
                 f"## Tiled ({args.tile_size}-pixel tiles) vs untiled, {results['timed_model']}\n\nencode: latents of "
-                "tiled vs untiled encoding; decode: tiled vs untiled decoding of the same latents (images in [-1, 1]).\n\n"
+                "tiled vs untiled encoding; decode: tiled vs untiled decoding of the same latents (images in "
+                "[-1, 1]).\n\n"
                 + markdown_table(results["tiling"], {
-                    "size": "size (HxW)", "encode_mean_abs_diff": "encode mean |diff|", "encode_max_abs_diff": "encode max |diff|",
-                    "latent_std": "latent std", "decode_mean_abs_diff": "decode mean |diff|",
-                    "decode_max_abs_diff": "decode max |diff|", "untiled_seconds": "untiled (s)", "tiled_seconds": "tiled (s)"}))
+                    "size": "size (HxW)",
+                    "encode_mean_abs_diff": "encode mean |diff|",
+                    "encode_max_abs_diff": "encode max |diff|",
+                    "latent_std": "latent std",
+                    "decode_mean_abs_diff": "decode mean |diff|",
+                    "decode_max_abs_diff": "decode max |diff|",
+                    "untiled_seconds": "untiled (s)",
+                    "tiled_seconds": "tiled (s)",
+                }))
             print(sections[-1] + "\n", flush=True)
 
     os.makedirs(args.output_dir, exist_ok=True)

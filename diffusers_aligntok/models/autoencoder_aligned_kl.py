@@ -172,6 +172,11 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
             )
         if in_channels != 3:
             raise ValueError(f"in_channels={in_channels}, but foundation encoders take RGB images (3 channels).")
+        if (latents_mean is None) != (latents_std is None):
+            raise ValueError(
+                "latents_mean and latents_std must be set together (per-channel normalisation needs both); got only "
+                f"{'latents_mean' if latents_std is None else 'latents_std'}."
+            )
         for name, stats in (("latents_mean", latents_mean), ("latents_std", latents_std)):
             if stats is not None and len(stats) != latent_channels:
                 raise ValueError(f"{name} has {len(stats)} values but latent_channels is {latent_channels}.")
@@ -283,7 +288,7 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
         class_name = config_dict.get("_class_name", cls.__name__)
         if class_name != cls.__name__:
             raise ValueError(
-                f"This config belongs to a {class_name}, not an {cls.__name__}. Load it with "
+                f"This config belongs to `{class_name}`, not `{cls.__name__}`. Load it with "
                 f"`diffusers.{class_name}.from_pretrained(...)` (or the library that defines {class_name}), or point "
                 f"to a directory saved by `{cls.__name__}.save_pretrained`."
             )
@@ -380,13 +385,14 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
         pixel_values = self._normalize_for_encoder(x)
         encoder_size = (latent_height * patch_size, latent_width * patch_size)
         if encoder_size != (height, width):
+            # In float32: CPU torch has no half-precision antialiased bicubic, and resampling gains nothing from it.
             pixel_values = F.interpolate(
-                pixel_values,
+                pixel_values.float(),
                 size=encoder_size,
                 mode="bicubic",
                 align_corners=False,
                 antialias=encoder_size[0] < height,
-            )
+            ).to(pixel_values.dtype)
         tokens = encode_patch_tokens(self.config.encoder_type, self.encoder, pixel_values)
         latents = self.adapter(tokens)
         return latents.transpose(1, 2).reshape(batch_size, -1, latent_height, latent_width)
@@ -429,6 +435,12 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
     # Decoding
     # ------------------------------------------------------------------------------------------------------------
 
+    @property
+    def _decoder_compute_dtype(self) -> torch.dtype:
+        # A norm layer's dtype: norms are never layerwise-cast, so this is the compute dtype under
+        # `enable_layerwise_casting` as well as the model dtype after `.to(dtype)`.
+        return self.decoder.conv_norm_out.weight.dtype
+
     def _check_latents(self, z: torch.Tensor) -> None:
         if not torch.is_tensor(z) or z.ndim != 4 or z.shape[1] != self.config.latent_channels:
             shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
@@ -442,7 +454,7 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.use_tiling and (z.shape[-1] > self.tile_latent_min_size or z.shape[-2] > self.tile_latent_min_size):
             return self._tiled_decode(z)
-        return self.decoder(z.to(self.decoder.conv_in.weight.dtype))
+        return self.decoder(z.to(self._decoder_compute_dtype))
 
     @apply_forward_hook
     def decode(
@@ -508,7 +520,7 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
     def _tiled_decode(self, z: torch.Tensor) -> torch.Tensor:
         r"""Decodes overlapping latent tiles and blends them; the conv decoder's output stays close to untiled."""
         stride = _tile_stride(self.tile_latent_min_size, self.tile_overlap_factor, granularity=1)
-        decode_tile = lambda tile: self.decoder(tile.to(self.decoder.conv_in.weight.dtype))  # noqa: E731
+        decode_tile = lambda tile: self.decoder(tile.to(self._decoder_compute_dtype))  # noqa: E731
         return _blend_tiles(z, decode_tile, self.tile_latent_min_size, stride, upscale=self.spatial_compression_ratio, downscale=1)
 
 

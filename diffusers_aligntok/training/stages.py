@@ -99,7 +99,12 @@ def _build_stage1_tokenizer(config: StageConfig) -> AlignedAutoencoderKL:
 
 def _encoder_parameters_for_stage2(tokenizer: AlignedAutoencoderKL, lora_rank: int | None) -> list[torch.nn.Parameter]:
     if lora_rank is None:
-        return list(tokenizer.encoder.parameters())
+        # Mask tokens serve only masked pretraining and never get a gradient here; DDP requires every trained
+        # parameter to get one (DINOv2 with registers always has one).
+        for name, parameter in tokenizer.encoder.named_parameters():
+            if name.endswith("mask_token"):
+                parameter.requires_grad_(False)
+        return [parameter for parameter in tokenizer.encoder.parameters() if parameter.requires_grad]
     # The paper found LoRA worse than full fine-tuning; offered for memory-bound setups.
     from peft import LoraConfig
 

@@ -653,6 +653,11 @@ class TestInputValidation:
         with pytest.raises(ValueError, match=name):
             AlignedAutoencoderKL.from_preset("tiny", **statistics)
 
+    @pytest.mark.parametrize("given", ["latents_mean", "latents_std"])
+    def test_latent_statistics_set_alone(self, given):
+        with pytest.raises(ValueError, match="set together"):
+            AlignedAutoencoderKL.from_preset("tiny", **{given: [0.5] * LATENT_CHANNELS})
+
     def test_non_rgb_in_channels(self):
         with pytest.raises(ValueError, match="RGB"):
             AlignedAutoencoderKL.from_preset("tiny", in_channels=4)
