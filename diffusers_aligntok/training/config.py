@@ -120,7 +120,7 @@ class ConfigError(ValueError):
 
 def load_stage_config(path: str | Path, stage: int) -> StageConfig:
     """Reads the YAML file at `path` and returns the fully validated config of `stage` (1, 2 or 3)."""
-    raw = _read_yaml(path)
+    raw = read_yaml_config(path)
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}.")
     unknown_sections = set(raw) - {"common", "stages"}
@@ -134,7 +134,7 @@ def load_stage_config(path: str | Path, stage: int) -> StageConfig:
         raise ConfigError(f"{path}: unknown stages {bad_stage_keys}; use 1, 2 and 3.")
     overrides = next((value for key, value in stages.items() if str(key) == str(stage)), None) or {}
     merged = _deep_merge(raw.get("common") or {}, overrides)
-    config = _from_dict(StageConfig, merged, f"{Path(path).name}:stage{stage}")
+    config = config_from_dict(StageConfig, merged, f"{Path(path).name}:stage{stage}")
     _check_values(config, f"{Path(path).name}:stage{stage}")
     return config
 
@@ -143,7 +143,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
@@ -166,7 +166,8 @@ def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
     return merged
 
 
-def _from_dict(cls: type, values: Any, where: str) -> Any:
+def config_from_dict(cls: type, values: Any, where: str) -> Any:
+    """Builds dataclass `cls` from a mapping; unknown keys and wrong types raise `ConfigError` naming `where.key`."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {values!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -182,7 +183,7 @@ def _from_dict(cls: type, values: Any, where: str) -> Any:
 
 def _coerce(annotation: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(annotation):
-        return _from_dict(annotation, value, where)
+        return config_from_dict(annotation, value, where)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
