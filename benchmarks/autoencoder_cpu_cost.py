@@ -120,7 +120,7 @@ def time_encode_decode(models: dict[str, torch.nn.Module], image: torch.Tensor, 
                 timings[name]["decode"].append(decoded - encoded)
                 timings[name]["total"].append(decoded - start)
     rows = [
-        {"model": name, **{key: statistics.median(values) for key, values in timing.items()}}
+        {"model": name, **{key: statistics.median(values) for key, values in timing.items()}, "runs": timing}
         for name, timing in timings.items()
     ]
     reference = rows[-1]

@@ -16,6 +16,8 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
+from .io_utils import to_jsonable
+
 
 logger = get_logger(__name__)
 
@@ -97,23 +99,24 @@ def read_training_state(checkpoint_path: str | Path) -> dict[str, Any]:
         return json.load(handle)
 
 
-def check_resume_compatible(checkpoint_path: Path, model_config: dict[str, Any], stage: int) -> dict[str, Any]:
-    """Refuses to resume a checkpoint made with another stage or another model architecture."""
+def check_resume_compatible(checkpoint_path: Path, expected_state: dict[str, Any]) -> dict[str, Any]:
+    """Refuses to resume a checkpoint whose recorded state differs from `expected_state` (a stage, a model config...).
+
+    Nested dicts (model configs) are compared key by key, so the error names exactly what changed.
+    """
     state = read_training_state(checkpoint_path)
-    if state.get("stage") != stage:
-        raise ValueError(f"{checkpoint_path} was written by stage {state.get('stage')}, but this run is stage {stage}.")
-    saved = state.get("model_config", {})
-    differing = sorted(
-        key for key in set(saved) | set(model_config) if not key.startswith("_") and saved.get(key) != _jsonable(model_config.get(key))
-    )
-    if differing:
-        details = "; ".join(f"{key}: checkpoint {saved.get(key)!r} vs now {model_config.get(key)!r}" for key in differing)
+    differences = []
+    for name, expected in expected_state.items():
+        saved = state.get(name)
+        expected = to_jsonable(expected)
+        if isinstance(expected, dict) and isinstance(saved, dict):
+            keys = sorted(k for k in set(saved) | set(expected) if not k.startswith("_") and saved.get(k) != expected.get(k))
+            differences += [f"{name}.{k}: checkpoint {saved.get(k)!r} vs now {expected.get(k)!r}" for k in keys]
+        elif saved != expected:
+            differences.append(f"{name}: checkpoint {saved!r} vs now {expected!r}")
+    if differences:
         raise ValueError(
-            f"Cannot resume from {checkpoint_path}: the model config differs ({details}). Resume with the config the "
+            f"Cannot resume from {checkpoint_path}: {'; '.join(differences)}. Resume with the configuration the "
             "checkpoint was made with, or start a new --output_dir."
         )
     return state
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

@@ -4,7 +4,6 @@ import copy
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..losses import PatchGANDiscriminator, ReconstructionLoss, build_perceptual
 from ..models import AlignedAutoencoderKL
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import StageConfig, config_to_dict
+from .io_utils import flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
 from .step import TokenizerTrainingComponents, tokenizer_training_step
 from .validation import psnr, reconstruct, save_reconstruction_grid
@@ -131,9 +131,10 @@ def run_stage(
     checkpoints_dir = stage_dir / "checkpoints"
     global_step = 0
     resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
-    model_config = _jsonable(dict(raw_tokenizer.config))
+    model_config = to_jsonable(dict(raw_tokenizer.config))
+    training_state = {"stage": stage, "model_config": model_config}
     if resume_path is not None:
-        state = check_resume_compatible(resume_path, model_config, stage)
+        state = check_resume_compatible(resume_path, training_state)
         accelerator.load_state(str(resume_path))
         global_step = state["global_step"]
         logger.info(f"Resumed stage {stage} from {resume_path} at step {global_step}")
@@ -144,7 +145,7 @@ def run_stage(
     num_epochs = math.ceil(training.max_train_steps / num_update_steps_per_epoch)
 
     if accelerator.is_main_process:
-        accelerator.init_trackers(f"aligntok_stage{stage}", config=_flatten(config_to_dict(config)))
+        accelerator.init_trackers(f"aligntok_stage{stage}", config=flatten_for_trackers(config_to_dict(config)))
         _write_run_config(stage_dir, config, stage)
     components = TokenizerTrainingComponents(
         accelerator=accelerator,
@@ -159,7 +160,6 @@ def run_stage(
         semantic_preservation_kind=loss_config.semantic_preservation_kind,
         max_grad_norm=optimizer_config.max_grad_norm,
     )
-    training_state = {"stage": stage, "model_config": model_config}
     num_skipped_images = torch.zeros((), device=accelerator.device)
     last_logs: dict[str, float] = {}
     images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
@@ -224,7 +224,7 @@ def run_stage(
             "data_source": getattr(dataset, "source_description", config.data.source),
         }
         save_reconstruction_grid(images, reconstructions, stage_dir / "reconstructions.png")
-        _save_model_atomically(final_tokenizer, stage_model_dir(output_dir, stage))
+        save_pretrained_atomically(final_tokenizer, stage_model_dir(output_dir, stage))
         with open(stage_dir / "metrics.json", "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, indent=2)
         if total_skipped:
@@ -287,15 +287,6 @@ def _final_tokenizer(tokenizer: AlignedAutoencoderKL, ema: EMAModel | None) -> A
     return final.eval()
 
 
-def _save_model_atomically(tokenizer: AlignedAutoencoderKL, model_dir: Path) -> None:
-    temporary = model_dir.with_name(model_dir.name + ".incomplete")
-    shutil.rmtree(temporary, ignore_errors=True)
-    tokenizer.save_pretrained(temporary)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    os.replace(temporary, model_dir)
-
-
 def _register_checkpoint_hooks(accelerator: Accelerator) -> None:
     """Checkpoints hold the tokenizer in diffusers format (`tokenizer/`), so any checkpoint is a usable model.
 
@@ -333,18 +324,3 @@ def _write_run_config(stage_dir: Path, config: StageConfig, stage: int) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
     with open(stage_dir / "training_config.json", "w", encoding="utf-8") as handle:
         json.dump({"stage": stage, **config_to_dict(config)}, handle, indent=2)
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

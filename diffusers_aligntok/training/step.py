@@ -58,7 +58,7 @@ def tokenizer_training_step(
             generator_loss = generator_loss + c.semantic_preservation_weight * sp_loss
             logs["loss/semantic_preservation"] = sp_loss.detach()
         logs["loss/total"] = generator_loss.detach()
-        _raise_if_not_finite(accelerator, logs, global_step)
+        raise_if_not_finite(accelerator, logs, global_step)
 
         accelerator.backward(generator_loss)
         if accelerator.sync_gradients and c.max_grad_norm:
@@ -75,7 +75,7 @@ def tokenizer_training_step(
             )
             logs.update(discriminator_logs)
             if discriminator_loss.requires_grad:
-                _raise_if_not_finite(accelerator, {"loss/discriminator": discriminator_loss.detach()}, global_step)
+                raise_if_not_finite(accelerator, {"loss/discriminator": discriminator_loss.detach()}, global_step)
                 accelerator.backward(discriminator_loss)
                 if accelerator.sync_gradients and c.max_grad_norm:
                     accelerator.clip_grad_norm_(c.discriminator.parameters(), c.max_grad_norm)
@@ -88,7 +88,8 @@ def _as_tensor(value, device) -> torch.Tensor:
     return value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value), device=device)
 
 
-def _raise_if_not_finite(accelerator: Accelerator, logs: dict[str, torch.Tensor], global_step: int) -> None:
+def raise_if_not_finite(accelerator: Accelerator, logs: dict[str, torch.Tensor], global_step: int) -> None:
+    """Raises `NonFiniteLossError` on every rank when any logged term is NaN or inf on any rank."""
     names = list(logs)
     values = torch.stack([logs[name].float().reshape(()) for name in names])
     # Every rank must stop together, or the others would hang in the next collective.
@@ -98,5 +99,5 @@ def _raise_if_not_finite(accelerator: Accelerator, logs: dict[str, torch.Tensor]
         raise NonFiniteLossError(
             f"Non-finite loss at step {global_step}: {', '.join(bad)} (values on this rank: "
             f"{ {name: float(logs[name]) for name in bad} }). Nothing was saved over the last good checkpoint; resume "
-            "from it with a lower learning rate, gradient clipping, or `mixed_precision: bf16` instead of fp16."
+            "from it with a lower learning rate or stronger gradient clipping (and bf16 rather than fp16)."
         )

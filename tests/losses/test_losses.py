@@ -3,7 +3,6 @@
 Tiny shapes (2 x 3 x 32 x 32 images) and the random-trunk LPIPS stand-in keep everything offline and fast.
 """
 
-import copy
 import os
 import subprocess
 import sys

@@ -201,6 +201,16 @@ def test_sd3_img2img_encodes_with_the_aligned_vae():
     assert torch.isfinite(images).all()
 
 
+def test_flux_img2img_from_pipe_needs_the_vae_passed_again(flux_pipe):
+    # `from_pipe` only carries over components whose type matches the pipeline's annotation (`AutoencoderKL`).
+    with pytest.raises(ValueError, match="vae"):
+        FluxImg2ImgPipeline.from_pipe(flux_pipe)
+    img2img = _quiet(FluxImg2ImgPipeline.from_pipe(flux_pipe, vae=flux_pipe.vae))
+    assert img2img.vae is flux_pipe.vae and img2img.transformer is flux_pipe.transformer
+    images = img2img(**fast_call_kwargs(32, 32, image=make_test_images(1, 32, 32), strength=0.6)).images
+    assert images.shape == (1, 3, 32, 32)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Who applies shift_factor and scaling_factor
 # ---------------------------------------------------------------------------------------------------------------
