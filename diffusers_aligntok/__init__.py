@@ -14,17 +14,23 @@ from .models import (
     AlignedAutoencoderKL,
     AlignTokPreset,
     DeterministicLatentDistribution,
+    DIT_PRESETS,
+    LightningDiTTransformer2DModel,
     get_preset,
 )
+from .pipelines import AlignTokDiTPipeline
 
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AlignedAutoencoderKL",
+    "AlignTokDiTPipeline",
     "AlignTokPreset",
     "DeterministicLatentDistribution",
+    "DIT_PRESETS",
     "FOUNDATION_ENCODERS",
+    "LightningDiTTransformer2DModel",
     "ModelMixin",
     "PRESETS",
     "get_preset",

@@ -13,8 +13,8 @@ they produce are noise; what they check is that shapes, dtypes, latent scaling a
 
 Each `tiny_*_components` function returns the keyword arguments of the pipeline's constructor and accepts a `vae`
 (default: `AlignedAutoencoderKL.from_preset("tiny")`, f=4 with 8 latent channels); the denoiser's channel count is
-derived from `vae.config.latent_channels`, so any tokenizer configuration fits. Builders seed torch themselves
-(`seed`, default 0), so two calls give identical weights.
+derived from `vae.config.latent_channels`, so any tokenizer configuration fits. Builders seed torch's global RNG
+themselves (`seed`, default 0), so two calls give identical weights.
 """
 
 import string

@@ -10,7 +10,6 @@ import warnings
 from typing import Any, Callable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin

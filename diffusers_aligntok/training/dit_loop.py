@@ -72,8 +72,9 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
 
     # ---- data and models (a mismatched tokenizer fails here, before any step) ----
     dataset = CachedLatentDataset(config.data.cache_dir, random_flip=config.data.random_flip, seed=training.seed)
-    tokenizer = load_validation_tokenizer(config, dataset)
+    # Built right after set_seed, so its initialisation does not depend on whether a tokenizer is loaded.
     transformer = build_transformer(config, dataset)
+    tokenizer = load_validation_tokenizer(config, dataset)
     if training.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(
@@ -110,6 +111,10 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
         ema.to(accelerator.device)
     if training.compile:
         raw_transformer.compile()
+
+    # The training stream of noise, timesteps and label dropout starts from the seed, whatever setup consumed
+    # (loading a validation tokenizer draws random numbers); a resume then restores the RNG state of its checkpoint.
+    set_seed(training.seed)
 
     # ---- resume ----
     checkpoints_dir = output_dir / "checkpoints"

@@ -1,0 +1,136 @@
+"""FID, Inception Score and precision/recall against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusers_aligntok.evaluation import (
+    FeatureStatistics,
+    build_fid_feature_extractor,
+    compute_fid_from_features,
+    fid_sample_count_warning,
+    frechet_distance,
+    inception_score,
+    precision_recall,
+)
+from diffusers_aligntok.evaluation.fid import load_reference_statistics, reference_statistics_path, save_reference_statistics
+
+
+def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    variances1, variances2 = rng.uniform(0.1, 3.0, size=6), rng.uniform(0.1, 3.0, size=6)
+    expected = np.sum((mu1 - mu2) ** 2 + variances1 + variances2 - 2 * np.sqrt(variances1 * variances2))
+    assert frechet_distance(mu1, np.diag(variances1), mu2, np.diag(variances2)) == pytest.approx(expected, rel=1e-9)
+    # 1-D by hand: N(0, 1) vs N(1, 4): 1 + 1 + 4 - 2 * 2 = 2.
+    assert frechet_distance(np.zeros(1), np.eye(1), np.ones(1), 4 * np.eye(1)) == pytest.approx(2.0)
+
+
+def test_frechet_distance_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="different shapes"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+def test_feature_statistics_match_numpy_and_merge_exactly():
+    rng = np.random.default_rng(1)
+    features = rng.normal(loc=2.0, size=(300, 5)) @ rng.normal(size=(5, 5))
+    streamed = FeatureStatistics(5)
+    for chunk in np.array_split(features, 7):
+        streamed.update(chunk)
+    np.testing.assert_allclose(streamed.mean, features.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(streamed.covariance, np.cov(features, rowvar=False), rtol=1e-10, atol=1e-12)
+    halves = FeatureStatistics(5).update(features[:120]).merge(FeatureStatistics(5).update(features[120:]))
+    np.testing.assert_allclose(halves.covariance, streamed.covariance, rtol=1e-12)
+    restored = FeatureStatistics.from_state_dict(streamed.state_dict())
+    assert restored.count == 300
+
+
+def test_fid_of_identical_features_is_zero_and_of_shifted_features_is_the_shift():
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(500, 8))
+    assert abs(compute_fid_from_features(features, features)) < 1e-8
+    # Shifting every sample by d moves only the mean: FID = |d|^2.
+    shift = np.full(8, 0.5)
+    assert compute_fid_from_features(features, features + shift) == pytest.approx(8 * 0.25, rel=1e-6)
+
+
+def test_inception_score_by_hand():
+    # Uniform predictions: p(y|x) = p(y), every KL is 0, IS = 1.
+    assert inception_score(np.zeros((20, 7)), num_splits=1)[0] == pytest.approx(1.0)
+    # Confident predictions spread evenly over 5 classes: IS = 5.
+    logits = np.full((50, 5), -1e4)
+    logits[np.arange(50), np.arange(50) % 5] = 0.0
+    assert inception_score(logits, num_splits=1)[0] == pytest.approx(5.0, rel=1e-9)
+    # Two samples with p1 = (0.9, 0.1), p2 = (0.2, 0.8): p(y) = (0.55, 0.45).
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8]])
+    marginal = probabilities.mean(0)
+    kl = (probabilities * np.log(probabilities / marginal)).sum(1)
+    assert inception_score(np.log(probabilities), num_splits=1)[0] == pytest.approx(math.exp(kl.mean()), rel=1e-9)
+    mean, std = inception_score(logits, num_splits=5)
+    assert mean == pytest.approx(5.0) and std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_precision_recall_identical_sets_are_one_and_hand_case():
+    features = np.random.default_rng(3).normal(size=(60, 4))
+    result = precision_recall(features, features, k=3)
+    assert result["precision"] == 1.0 and result["recall"] == 1.0
+    # Real: 0, 1, ..., 9 on a line; with k = 1 every real ball has radius 1. Fake: 0.5 (inside) and 100 (outside):
+    # precision 1/2. The two fakes are 99.5 apart, so their balls (radius 99.5) cover every real point: recall 1.
+    real = np.arange(10, dtype=np.float64)[:, None]
+    fake = np.array([[0.5], [100.0]])
+    result = precision_recall(real, fake, k=1)
+    assert result["precision"] == pytest.approx(0.5) and result["recall"] == pytest.approx(1.0)
+    far = precision_recall(features, features + 1e3, k=3)
+    assert far["precision"] == 0.0 and far["recall"] == 0.0
+
+
+def test_fid_sample_count_warning_names_the_number():
+    message = fid_sample_count_warning(64)
+    assert "FID with 64 samples is biased upward; the protocol uses 50,000" in message
+    assert fid_sample_count_warning(50_000) is None
+
+
+def test_identical_images_give_zero_fid_through_the_clean_fid_path(standin_feature_extractor):
+    images = torch.rand(40, 3, 32, 32) * 2 - 1
+    features = standin_feature_extractor(images)
+    assert features.shape == (40, 32)
+    assert abs(compute_fid_from_features(features, features)) < 1e-6
+    # Quantisation happens inside: images that round to the same 8-bit values have identical features.
+    nudged = (images + 1e-4).clamp(-1, 1)
+    assert abs(compute_fid_from_features(features, standin_feature_extractor(nudged))) < 1e-3
+
+
+def test_injected_network_sees_clean_fid_inputs():
+    seen = {}
+
+    def network(batch):
+        seen["shape"], seen["range"] = tuple(batch.shape), (batch.min().item(), batch.max().item())
+        return batch.mean(dim=(2, 3))
+
+    extractor = build_fid_feature_extractor("my-local-inception", network=network)
+    images = torch.linspace(-1, 1, 3 * 16 * 16).view(1, 3, 16, 16).repeat(2, 1, 1, 1)
+    features = extractor(images)
+    assert seen["shape"] == (2, 3, 299, 299)
+    assert 0.0 <= seen["range"][0] and seen["range"][1] <= 255.0 and seen["range"][1] > 200
+    assert features.shape == (2, 3) and extractor.describe()["name"] == "my-local-inception"
+
+
+def test_unknown_feature_extractor_names_the_choices():
+    with pytest.raises(ValueError, match="random-inception-standin"):
+        build_fid_feature_extractor("inception-v4")
+
+
+def test_reference_statistics_cache_round_trip(tmp_path):
+    key = {"source": "builtin:shapes", "split": "train", "resolution": [32, 32], "num_samples": 50}
+    statistics = FeatureStatistics(4).update(np.random.default_rng(4).normal(size=(50, 4)))
+    path = reference_statistics_path(tmp_path, key)
+    assert load_reference_statistics(path, key) is None
+    save_reference_statistics(path, statistics, key)
+    loaded = load_reference_statistics(path, key)
+    np.testing.assert_allclose(loaded.covariance, statistics.covariance)
+    with np.load(path) as stored:  # clean-fid's layout
+        np.testing.assert_allclose(stored["mu"], statistics.mean)
+    with pytest.raises(ValueError, match="holds reference statistics for"):
+        load_reference_statistics(path, {**key, "num_samples": 51})

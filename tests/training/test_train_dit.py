@@ -1,0 +1,127 @@
+"""Latent caching and `training/train_dit.py` on tiny models: round trip, resume, tokenizer checks, saved pipeline."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from diffusers_aligntok import AlignedAutoencoderKL
+from diffusers_aligntok.data import ImageDatasetConfig, build_image_dataset
+from diffusers_aligntok.training.latent_cache import CachedLatentDataset
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "training"))
+import cache_latents  # noqa: E402
+import train_dit  # noqa: E402
+
+
+NUM_IMAGES = 48
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer")
+    torch.manual_seed(0)
+    AlignedAutoencoderKL.from_preset("tiny").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    cache_latents.main(
+        ["--tokenizer", str(tokenizer_dir), "--data", "builtin:shapes", "--resolution", "32",
+         "--num_builtin_samples", str(NUM_IMAGES), "--shard_size", "20", "--batch_size", "16", "--output_dir", str(path)]
+    )
+    return path
+
+
+def _dit_config(tmp_path: Path, cache_dir: Path, tokenizer_dir: Path | None, name="dit.yaml", **training) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "dit_tiny_cpu.yaml").read_text())
+    raw["data"]["cache_dir"] = str(cache_dir)
+    raw["validation"].update({"tokenizer": str(tokenizer_dir) if tokenizer_dir else None, "num_inference_steps": 2,
+                              "class_labels": [0, 1]})
+    raw["training"].update({"train_batch_size": 8, "max_train_steps": 4, "checkpointing_steps": 2,
+                            "validation_steps": 100, "log_every_steps": 1, "report_to": "none", **training})
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cache_round_trip_matches_the_tokenizer(cache_dir, tokenizer_dir):
+    metadata = json.loads((cache_dir / "metadata.json").read_text())
+    assert metadata["num_samples"] == NUM_IMAGES and metadata["latent_shape"] == [8, 8, 8]
+    assert metadata["flipped"] and metadata["num_classes"] == 10
+    assert metadata["latent_statistics"]["source"] == "measured over this cache"
+    tokenizer = AlignedAutoencoderKL.from_pretrained(tokenizer_dir).eval()
+    images = build_image_dataset(ImageDatasetConfig(source="builtin:shapes", resolution=32, num_builtin_samples=NUM_IMAGES,
+                                                    random_flip=False))
+    shard = load_file(str(cache_dir / "shard-00001.safetensors"))  # items 20..39
+    batch = torch.stack([images[i]["pixel_values"] for i in (20, 21)])
+    with torch.no_grad():
+        torch.testing.assert_close(shard["latents"][:2], tokenizer.encode(batch).latent_dist.mode())
+        torch.testing.assert_close(shard["latents_flipped"][:2], tokenizer.encode(batch.flip(-1)).latent_dist.mode())
+    assert shard["labels"][:2].tolist() == [images[20]["label"], images[21]["label"]]
+    # Normalised with the recorded statistics: about zero mean and unit std per channel.
+    dataset = CachedLatentDataset(cache_dir, random_flip=False)
+    latents = torch.stack([dataset[i]["latents"] for i in range(NUM_IMAGES)])
+    assert latents.mean(dim=(0, 2, 3)).abs().max() < 1e-3
+    torch.testing.assert_close(latents.std(dim=(0, 2, 3)), torch.ones(8), atol=2e-2, rtol=0)
+
+
+def test_killed_cache_run_writes_only_missing_shards(cache_dir, tokenizer_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    (copy / "shard-00002.safetensors").unlink()
+    kept = (copy / "shard-00000.safetensors").stat().st_mtime_ns
+    with pytest.raises(FileNotFoundError, match="shards \\[2\\] are missing"):
+        CachedLatentDataset(copy)
+    cache_latents.main(
+        ["--tokenizer", str(tokenizer_dir), "--data", "builtin:shapes", "--resolution", "32",
+         "--num_builtin_samples", str(NUM_IMAGES), "--shard_size", "20", "--batch_size", "16", "--output_dir", str(copy)]
+    )
+    assert (copy / "shard-00000.safetensors").stat().st_mtime_ns == kept
+    assert torch.equal(load_file(str(copy / "shard-00002.safetensors"))["latents"],
+                       load_file(str(cache_dir / "shard-00002.safetensors"))["latents"])
+
+
+def test_train_dit_saves_pipeline_and_resumes_exactly(cache_dir, tokenizer_dir, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from diffusers_aligntok import LightningDiTTransformer2DModel
+
+    straight = tmp_path / "straight"
+    metrics = train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, tokenizer_dir)), "--output_dir", str(straight)])
+    assert metrics["global_step"] == 4 and len(metrics["loss_curve"]) == 4
+    pipeline = DiffusionPipeline.from_pretrained(straight / "pipeline")
+    images = pipeline(class_labels=[3], num_inference_steps=2, output_type="pt",
+                      generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 3, 32, 32)
+    assert (straight / "samples.png").is_file()
+
+    resumed = tmp_path / "resumed"
+    # Without a validation tokenizer: the transformer's initialisation must not depend on it.
+    short = _dit_config(tmp_path, cache_dir, None, name="short.yaml", max_train_steps=2)
+    train_dit.main(["--config", str(short), "--output_dir", str(resumed)])
+    train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, None, name="full.yaml")), "--output_dir", str(resumed),
+                    "--resume_from_checkpoint", "latest"])
+    expected = LightningDiTTransformer2DModel.from_pretrained(straight / "transformer").state_dict()
+    actual = LightningDiTTransformer2DModel.from_pretrained(resumed / "transformer").state_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_cache_from_another_tokenizer_is_refused_naming_both(cache_dir, tmp_path):
+    other = tmp_path / "other_tokenizer"
+    torch.manual_seed(1)
+    AlignedAutoencoderKL.from_preset("tiny").save_pretrained(other)
+    with pytest.raises(ValueError, match="other_tokenizer") as error:
+        train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, other)), "--output_dir", str(tmp_path / "out")])
+    assert "was built with tokenizer" in str(error.value)
