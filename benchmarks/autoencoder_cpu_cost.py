@@ -15,7 +15,7 @@ In one run, on the CPU with a fixed number of threads, fp32, random weights (cos
 Writes `autoencoder_cpu_cost.json` and `.md` under `--output_dir` and prints the tables.
 
 Usage:
-    python benchmarks/autoencoder_cpu_cost.py                      # about 3-5 minutes on 2 cores
+    python benchmarks/autoencoder_cpu_cost.py                      # 10-20 minutes on 2 shared cores
     python benchmarks/autoencoder_cpu_cost.py --skip_tiling --repeats 5
     python benchmarks/autoencoder_cpu_cost.py --model path/to/trained_aligntok_vae
 """

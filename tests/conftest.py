@@ -12,6 +12,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+# Tiny models run fastest single-threaded, and `make test` already runs two pytest workers on two cores.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

@@ -180,6 +180,11 @@ def evaluate_tokenizers(
     warnings_list: list[str] = []
     notes: list[str] = []
 
+    def warn(message: str) -> None:  # recorded in the results, and shown once (by the main process)
+        warnings_list.append(message)
+        if accelerator.is_main_process:
+            warnings.warn(message, UserWarning, stacklevel=3)
+
     # ---- tokenizers first: a resolution they cannot take fails before any data is read ----
     dtype = getattr(torch, config.dtype)
     if adapters is None:
@@ -200,15 +205,15 @@ def evaluate_tokenizers(
     num_samples = len(dataset)
     description = getattr(dataset, "source_description", config.data)
     if num_samples < config.num_samples:
-        warnings_list.append(f"{config.data} has only {num_samples} images; evaluated {num_samples}, not {config.num_samples}.")
+        warn(f"{config.data} has only {num_samples} images; evaluated {num_samples}, not {config.num_samples}.")
     fid_warning = fid_sample_count_warning(num_samples)
     if fid_warning:
-        warnings_list.append(fid_warning)
+        warn(fid_warning)
 
     # ---- metric networks ----
     feature_extractor = feature_extractor or build_fid_feature_extractor(config.feature_extractor, device=device)
     if not feature_extractor.is_real_metric:
-        warnings_list.append(f"rFID uses {feature_extractor.name!r}, a stand-in network: its values are not FID.")
+        warn(f"rFID uses {feature_extractor.name!r}, a stand-in network: its values are not FID.")
     if perceptual_network is None and config.perceptual is not None:
         from ..losses import build_perceptual_network
 
@@ -216,10 +221,10 @@ def evaluate_tokenizers(
     if perceptual_network is not None:
         perceptual_network = perceptual_network.to(device)
         if not getattr(perceptual_network, "is_real_metric", True):
-            warnings_list.append(f"LPIPS uses {perceptual_network.name!r}, a random VGG trunk: its values are not LPIPS.")
+            warn(f"LPIPS uses {perceptual_network.name!r}, a random VGG trunk: its values are not LPIPS.")
     for adapter in adapters:
         if getattr(adapter, "random_weights", False):
-            warnings_list.append(f"{adapter.name} has random weights: its numbers only exercise the evaluation.")
+            warn(f"{adapter.name} has random weights: its numbers only exercise the evaluation.")
     if reference_encoder is None:
         reference_encoder, reference_note = _resolve_reference_encoder(config.reference_encoder, adapters, device)
         if reference_note:
@@ -279,16 +284,14 @@ def evaluate_tokenizers(
             reference = merged["reference_fid"]
             save_reference_statistics(cache_path, reference, cache_key)
             reference_info = {"path": str(cache_path), "cached": False}
-        for warning in warnings_list:
-            warnings.warn(warning, UserWarning, stacklevel=2)
         upscaled, skipped = merged["num_upscaled"], merged["num_skipped"]
         if upscaled:
-            warnings_list.append(
+            warn(
                 f"{upscaled} of {num_samples} images were smaller than {height}x{width} and were upscaled before the "
                 "centre crop; reconstructing upscaled (blurry) images is easier than real detail."
             )
         if skipped:
-            warnings_list.append(f"{skipped} unreadable images were skipped (their neighbours were used instead).")
+            warn(f"{skipped} unreadable images were skipped (their neighbours were used instead).")
         tokenizer_results = []
         for index, adapter in enumerate(adapters):
             tokenizer_results.append(_final_metrics(index, adapter, merged, reference, config, probe_config,

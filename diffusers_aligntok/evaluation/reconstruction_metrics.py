@@ -158,6 +158,8 @@ class ReconstructionMetricSums:
     @torch.no_grad()
     def update(self, images: torch.Tensor, reconstructions: torch.Tensor, perceptual_network=None) -> dict[str, torch.Tensor]:
         """Adds one batch (both in `[-1, 1]`, reconstructions already clamped/quantised); returns per-image values."""
+        images = prepare_images(images, "images")
+        reconstructions = prepare_images(reconstructions, "reconstructions")
         values = {"psnr": psnr(images, reconstructions), "ssim": ssim(images, reconstructions)}
         if perceptual_network is not None:
             values["lpips"] = perceptual_network(images, reconstructions).float()

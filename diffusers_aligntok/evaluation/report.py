@@ -47,7 +47,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     fid_is_real = results["feature_extractor"]["is_real_metric"]
     perceptual = results.get("perceptual") or {}
     lines = [
-        "| tokenizer | f | latent | rFID | PSNR (dB) | SSIM | LPIPS | linear probe top-1 | CKNNA |",
+        "| tokenizer | f | latent (C x h x w) | rFID | PSNR (dB) | SSIM | LPIPS | linear probe top-1 | CKNNA |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in results["tokenizers"]:

@@ -435,6 +435,14 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
     # ------------------------------------------------------------------------------------------------------------
 
     @property
+    def post_quant_conv(self) -> torch.nn.Module:
+        """The decoder's first layer, under the name SDXL-family pipelines read to find the dtype to upcast to.
+
+        AlignTok has no post-quantisation conv; this alias adds no weights and leaves the state dict unchanged.
+        """
+        return self.decoder.conv_in
+
+    @property
     def _decoder_compute_dtype(self) -> torch.dtype:
         # A norm layer's dtype: norms are never layerwise-cast, so this is the compute dtype under
         # `enable_layerwise_casting` as well as the model dtype after `.to(dtype)`.

@@ -65,7 +65,7 @@ PRESETS: dict[str, AlignTokPreset] = {
         ),
         AlignTokPreset(
             name="tiny",
-            description="A few-thousand-parameter model for tests: f4, 8 latent channels, patch-3 DINOv2 (so the "
+            description="A ~145K-parameter model for tests: f4, 8 latent channels, patch-3 DINOv2 (so the "
             "encoder input is resized, as with the real patch-14 encoder).",
             foundation_encoder="",
             config={

@@ -134,3 +134,18 @@ def test_reference_statistics_cache_round_trip(tmp_path):
         np.testing.assert_allclose(stored["mu"], statistics.mean)
     with pytest.raises(ValueError, match="holds reference statistics for"):
         load_reference_statistics(path, {**key, "num_samples": 51})
+
+
+def test_importing_evaluation_needs_no_lpips_clean_fid_datasets_or_sklearn():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, diffusers_aligntok, diffusers_aligntok.evaluation; "
+        "heavy = [name for name in ('lpips', 'cleanfid', 'datasets', 'sklearn') if name in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr

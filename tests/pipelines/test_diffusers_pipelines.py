@@ -4,9 +4,6 @@ Every component is tiny, random and built offline (see `tiny_components.py`); ea
 32-64 pixel image. What is checked is the contract between the pipelines and our VAE: output sizes for square and
 non-square images, `encode` inside img2img, save/load through `model_index.json`, who applies `shift_factor` and
 `scaling_factor`, float16/bfloat16 runs, and the offline defaults of the examples that use these components.
-
-Tests marked `xfail(strict=True)` document a known incompatibility and the proposed fix in their reason; they start
-failing (XPASS) when the fix lands, which is the signal to drop the marker.
 """
 
 import contextlib
@@ -163,14 +160,6 @@ def test_flux_save_pretrained_and_load_back_gives_the_same_images(flux_pipe, sav
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diffusers records `library = type(vae).__module__` unless the top-level package is in "
-    "`diffusers.pipelines.pipeline_loading_utils.LOADABLE_CLASSES`, so model_index.json currently names "
-    "'diffusers_aligntok.models.autoencoder_aligned_kl' (loads, but breaks if that module moves). Fix in "
-    "diffusers_aligntok/__init__.py: register `LOADABLE_CLASSES.setdefault('diffusers_aligntok', {'ModelMixin': "
-    "['save_pretrained', 'from_pretrained']})`. Remove this marker once that lands.",
-)
 def test_flux_model_index_names_the_package_for_the_vae(saved_flux_pipe_dir):
     model_index = json.loads((saved_flux_pipe_dir / "model_index.json").read_text())
     assert model_index["vae"] == ["diffusers_aligntok", "AlignedAutoencoderKL"]
@@ -294,14 +283,6 @@ def test_flux_float16_with_the_vae_kept_in_float32():
     assert torch.isfinite(images).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="SDXL-family pipelines (24 pipeline files in diffusers 0.42) upcast with "
-    "`latents.to(next(iter(self.vae.post_quant_conv.parameters())).dtype)`, and AlignedAutoencoderKL has no "
-    "`post_quant_conv`. Fix in the model: a read-only property `post_quant_conv` returning `self.decoder.conv_in` "
-    "(no new weights, state dict unchanged). Remove this marker once that lands.",
-)
 def test_sdxl_float16_upcasts_the_vae_when_force_upcast():
     vae = build_tiny_vae()
     assert vae.config.force_upcast
@@ -315,15 +296,8 @@ def test_sdxl_float16_upcasts_the_vae_when_force_upcast():
     assert torch.isfinite(images).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(NotImplementedError, RuntimeError),
-    reason="AlignedAutoencoderKL._encode_untiled resizes with antialiased bicubic `F.interpolate` in the model's "
-    "dtype; PyTorch's CPU kernel has no bfloat16/float16 version ('compute_index_ranges_weights' not implemented). "
-    "Fix in the model: interpolate in float32 and cast back "
-    "(`F.interpolate(pixel_values.float(), ...).to(pixel_values.dtype)`). Remove this marker once that lands.",
-)
 def test_flux_img2img_in_bfloat16():
+    # The encoder's input resize runs in float32: CPU torch has no half-precision antialiased bicubic kernel.
     pipe = _quiet(FluxImg2ImgPipeline(**tiny_flux_components()))
     pipe.to(torch.bfloat16)
     images = pipe(**fast_call_kwargs(32, 32, image=make_test_images(1, 32, 32), strength=0.6)).images

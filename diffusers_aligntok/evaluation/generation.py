@@ -1,0 +1,1192 @@
+"""Evaluate a class-conditional `AlignTokDiTPipeline`: gFID, Inception Score, precision and recall of its samples.
+
+    results = evaluate_generation(GenerationEvaluationConfig(pipeline="runs/dit_xl/pipeline"), output_dir="eval/xl")
+
+The default protocol is the one behind the paper's ImageNet 256x256 numbers (ADM's evaluation suite, used by DiT,
+SiT, LightningDiT and AlignTok): 50,000 samples, 250 Euler steps (LightningDiT's FID setting; fewer steps raise the
+FID), class-balanced labels (50 per ImageNet class), gFID against the statistics of the ImageNet *training* set at
+256x256 (centre crops), Inception Score over 10 splits, improved precision and recall (k = 3) against 10,000
+reference images. Features follow clean-fid's "clean" protocol (see `fid.py`); a reference `.npz` in ADM's format
+(`VIRTUAL_imagenet256_labeled.npz`: `mu`, `sigma`, optional `arr_0` images) can be given instead of a data source.
+
+How it runs:
+
+- The sample plan (one class label and one noise seed per sample) is a pure function of (seed, num_samples,
+  label_sampling, num_classes): [`make_sample_plan`]. Sample `i` starts from noise drawn on the CPU from its own
+  generator seeded with `noise_seeds[i]`, so every sample is the same whatever the number of processes, the chunk
+  each falls in or the batch size.
+- The plan is cut into chunks of `samples_per_chunk`; chunk `k` goes to process `k % num_processes`
+  ([`chunks_for_process`]). A process writes one file per chunk, `<scale dir>/features-00012.npz` (FID features,
+  classifier logits, labels, sample indices, noise seeds and a fingerprint of every setting that changes them),
+  atomically (temporary file, then rename). Nothing holds more than one batch of images.
+- `resume=True` skips chunks whose file exists with the same fingerprint (and refuses one with another fingerprint),
+  so a killed run continues where it stopped, and a finished run can be re-scored against another reference without
+  generating anything.
+- The main process reads all chunk files of a guidance scale in plan order and computes the metrics. In CFG-sweep
+  mode every scale gets its own directory (`cfg-1.5/`) and the same plan (the same labels and noise), and the scale
+  with the lowest gFID is reported as the best.
+
+Outputs in `output_dir`: `results.json` (every sampling knob, the pipeline's configs, the reference, the feature
+networks and whether each is a real metric, package versions, one row per guidance scale, warnings), `results.md`
+(one row per scale, the best marked) and, with `save_images`, `cfg-<scale>/samples/*.png` and
+`cfg-<scale>/samples_grid.png`.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .evaluator import _feature_dim, _jsonable
+from .fid import (
+    FEATURE_EXTRACTORS,
+    FeatureStatistics,
+    FIDFeatureExtractor,
+    build_fid_feature_extractor,
+    default_reference_statistics_dir,
+    frechet_distance,
+    fid_sample_count_warning,
+    inception_score,
+    load_reference_statistics,
+    precision_recall,
+    quantize_to_uint8,
+    reference_statistics_path,
+    save_reference_statistics,
+)
+from .report import package_versions
+from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_batches, shard_batches
+
+
+logger = logging.getLogger(__name__)
+
+LABEL_SAMPLINGS = ("balanced", "uniform")
+SAMPLERS = ("euler", "heun")
+# LightningDiT reports its FID with 250 Euler steps; previews in our training configs use 50.
+PROTOCOL_NUM_INFERENCE_STEPS = 250
+# ADM's reference batch (VIRTUAL_imagenet256_labeled.npz) holds 10,000 training images for precision / recall.
+PROTOCOL_PRECISION_RECALL_REFERENCE_SAMPLES = 10_000
+INCEPTION_SCORE_SPLITS = 10
+RESULTS_JSON = "results.json"
+RESULTS_MARKDOWN = "results.md"
+SAMPLES_DIR = "samples"
+SAMPLES_GRID_PNG = "samples_grid.png"
+_CHUNK_FORMAT = "features-{:05d}.npz"
+_STATE_VERSION = 1
+_ALL_IMAGES = 2**62  # "every image of the split" for build_evaluation_dataset
+
+
+@dataclass
+class GenerationEvaluationConfig:
+    """Settings of one generation evaluation; all of them are recorded in `results.json`.
+
+    Args:
+        pipeline (`str`): Directory of a saved [`AlignTokDiTPipeline`] (`train_dit.py` writes `<output_dir>/pipeline`)
+            or a hub id of one.
+        num_samples (`int`): Samples per guidance scale (default 50,000, the protocol).
+        batch_size (`int`): Samples per pipeline call on each process (and images per batch of the reference pass).
+        samples_per_chunk (`int`): Samples per chunk file, the unit of work, resume and process assignment.
+        num_inference_steps (`int`): Scheduler steps (default 250: LightningDiT's FID setting).
+        sampler (`str`): `"euler"` (`FlowMatchEulerDiscreteScheduler`, the paper's) or `"heun"`
+            (`FlowMatchHeunDiscreteScheduler`, two transformer evaluations per step but the last), built from the
+            pipeline's scheduler config.
+        shift (`float`, *optional*): Timestep shift; `None` keeps the pipeline scheduler's own (possibly dynamic).
+        guidance_scale (`float`): Classifier-free guidance scale on all latent channels (1.0: no guidance).
+        cfg_sweep (`list[float]`, *optional*): Evaluate each of these scales instead of `guidance_scale` and report
+            the one with the lowest gFID.
+        guidance_interval (`(float, float)`): Noise levels `(low, high)`, `0 <= low <= high <= 1`, where guidance is
+            on (see `AlignTokDiTPipeline.__call__`).
+        seed (`int`): Seed of the sample plan (labels and noise).
+        label_sampling (`str`): `"balanced"` (default: exactly `num_samples / num_classes` samples per class;
+            `num_samples` must be a multiple of the number of classes) or `"uniform"` (independent uniform labels,
+            as DiT's and LightningDiT's sampling scripts draw them).
+        num_classes (`int`, *optional*): Expected number of classes; must equal the transformer's `num_classes`
+            (a guard against evaluating the wrong model). Default: the transformer's.
+        reference (`str`): An `.npz` with `mu` and `sigma` (and optionally `arr_0`, uint8 images `(N, H, W, 3)`, for
+            precision / recall), ADM's reference-batch format; or a data source for `build_evaluation_dataset` (hub
+            id, local folder or shards, `builtin:shapes`). Default: ImageNet (`ILSVRC/imagenet-1k`).
+        reference_split (`str`): Split of a data-source reference (default `train`, as ADM's ImageNet statistics).
+        reference_num_samples (`int`, *optional*): Reference images for the statistics, evenly spaced over the
+            split; `None` (default) uses them all (required for `builtin:shapes`).
+        reference_resolution (`int`, *optional*): Centre-crop size of the reference images; default: the size of
+            the generated images.
+        precision_recall_reference_samples (`int`): Real images (evenly spaced over the reference) whose features
+            precision / recall compare the samples with (default 10,000; 0 skips precision / recall).
+        precision_recall_k (`int`): Neighbourhood size of the manifolds (3 in Kynkaanniemi et al.).
+        feature_extractor (`str`): `"clean-fid-inception"` (the real metrics) or `"random-inception-standin"`
+            (offline; its numbers are not FID / IS).
+        fid_statistics_cache (`str`, *optional*): Directory of cached reference statistics, shared with the tokenizer
+            evaluation (default `~/.cache/diffusers_aligntok/fid_reference_statistics`).
+        save_images (`int`): Save the first N samples of each scale as PNGs and a grid.
+        dtype (`str`): Transformer dtype, `"float32"` or `"bfloat16"` (the VAE decodes in its own dtype).
+        num_workers (`int`): Dataloader workers of the reference pass.
+    """
+
+    pipeline: str = ""
+    num_samples: int = 50_000
+    batch_size: int = 64
+    samples_per_chunk: int = 1_000
+    num_inference_steps: int = PROTOCOL_NUM_INFERENCE_STEPS
+    sampler: str = "euler"
+    shift: float | None = None
+    guidance_scale: float = 1.0
+    cfg_sweep: list[float] | None = None
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    seed: int = 0
+    label_sampling: str = "balanced"
+    num_classes: int | None = None
+    reference: str = "ILSVRC/imagenet-1k"
+    reference_split: str = "train"
+    reference_num_samples: int | None = None
+    reference_resolution: int | None = None
+    precision_recall_reference_samples: int = PROTOCOL_PRECISION_RECALL_REFERENCE_SAMPLES
+    precision_recall_k: int = 3
+    feature_extractor: str = "clean-fid-inception"
+    fid_statistics_cache: str | None = None
+    save_images: int = 0
+    dtype: str = "float32"
+    num_workers: int = 4
+
+    def __post_init__(self):
+        for name in ("num_samples", "batch_size", "samples_per_chunk", "num_inference_steps", "precision_recall_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("save_images", "precision_recall_reference_samples", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.reference_num_samples is not None and self.reference_num_samples <= 0:
+            raise ValueError(f"reference_num_samples must be positive or None (all images), got {self.reference_num_samples}.")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
+        if self.label_sampling not in LABEL_SAMPLINGS:
+            raise ValueError(f"label_sampling must be one of {LABEL_SAMPLINGS}, got {self.label_sampling!r}.")
+        if self.shift is not None and not (isinstance(self.shift, (int, float)) and self.shift > 0):
+            raise ValueError(f"shift must be a positive number (1.0 means no shift) or None, got {self.shift!r}.")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+        self.guidance_interval = check_guidance_interval(self.guidance_interval)
+        if self.cfg_sweep is not None:
+            self.cfg_sweep = [float(scale) for scale in self.cfg_sweep]
+            if not self.cfg_sweep:
+                raise ValueError("cfg_sweep is empty; give at least one guidance scale, e.g. 1.0,1.5,2.0.")
+            if len(set(self.cfg_sweep)) != len(self.cfg_sweep):
+                raise ValueError(f"cfg_sweep lists a scale twice: {self.cfg_sweep}.")
+        for scale in self.guidance_scales:
+            if not math.isfinite(scale) or scale < 0:
+                raise ValueError(f"Guidance scales must be finite and >= 0, got {scale}.")
+        if self.num_classes is not None and self.num_classes <= 0:
+            raise ValueError(f"num_classes must be positive or None (the transformer's), got {self.num_classes}.")
+
+    @property
+    def guidance_scales(self) -> list[float]:
+        return list(self.cfg_sweep) if self.cfg_sweep is not None else [float(self.guidance_scale)]
+
+
+def check_guidance_interval(interval: Sequence[float]) -> tuple[float, float]:
+    """`(low, high)` as floats, or a ValueError saying what a valid interval is."""
+    if isinstance(interval, (str, bytes)) or not isinstance(interval, Sequence) or len(interval) != 2:
+        raise ValueError(f"guidance_interval must be a pair (low, high), got {interval!r}.")
+    low, high = (float(value) for value in interval)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(
+            f"guidance_interval=({low}, {high}) must satisfy 0 <= low <= high <= 1: noise levels sigma, 1 = pure "
+            f"noise; guidance is on where low <= sigma <= high. Did you mean ({min(low, high)}, {max(low, high)})?"
+        )
+    return low, high
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The sample plan
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Class label and noise seed of every sample: what is generated, independent of how it is distributed."""
+
+    seed: int
+    num_samples: int
+    label_sampling: str
+    num_classes: int
+    labels: np.ndarray  # int64 (num_samples,)
+    noise_seeds: np.ndarray  # int64 (num_samples,), each in [0, 2**63)
+
+    def num_chunks(self, samples_per_chunk: int) -> int:
+        return -(-self.num_samples // samples_per_chunk)
+
+    def chunk_indices(self, chunk: int, samples_per_chunk: int) -> np.ndarray:
+        if not 0 <= chunk < self.num_chunks(samples_per_chunk):
+            raise IndexError(f"Chunk {chunk} is outside the plan's {self.num_chunks(samples_per_chunk)} chunks.")
+        return np.arange(chunk * samples_per_chunk, min((chunk + 1) * samples_per_chunk, self.num_samples))
+
+    def describe(self) -> dict[str, Any]:
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        return {
+            "seed": self.seed, "num_samples": self.num_samples, "label_sampling": self.label_sampling,
+            "num_classes": self.num_classes, "samples_per_class_min": int(counts.min()),
+            "samples_per_class_max": int(counts.max()),
+            "noise": "sample i starts from torch.randn on the CPU with a generator seeded by noise_seeds[i] = "
+                     "splitmix64(seed, i)",
+        }
+
+
+def make_sample_plan(seed: int, num_samples: int, label_sampling: str, num_classes: int) -> SamplePlan:
+    """The labels and noise seeds of `num_samples` samples: a pure function of the arguments.
+
+    `balanced`: every class exactly `num_samples / num_classes` times, in an order shuffled with `seed` (so any
+    contiguous part of the plan, a chunk or an Inception-Score split, mixes the classes). `num_samples` must be a
+    multiple of `num_classes`. `uniform`: independent uniform labels drawn with `seed`.
+    Noise seeds are `splitmix64(seed, index)`: sample `i` gets the same noise in every plan with this seed.
+    """
+    if label_sampling not in LABEL_SAMPLINGS:
+        raise ValueError(f"label_sampling must be one of {LABEL_SAMPLINGS}, got {label_sampling!r}.")
+    if num_classes <= 0:
+        raise ValueError(f"num_classes must be positive, got {num_classes}.")
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}.")
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF, 0x6C61626C])  # "labl"
+    if label_sampling == "balanced":
+        if num_samples % num_classes:
+            lower = num_samples - num_samples % num_classes
+            raise ValueError(
+                f"Balanced label sampling needs num_samples to be a multiple of num_classes, but {num_samples} "
+                f"samples over {num_classes} classes leaves {num_samples % num_classes} over. Use "
+                f"{lower or num_classes} or {lower + num_classes} samples, or label_sampling='uniform'."
+            )
+        labels = rng.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), num_samples // num_classes))
+    else:
+        labels = rng.integers(0, num_classes, size=num_samples, dtype=np.int64)
+    return SamplePlan(int(seed), int(num_samples), label_sampling, int(num_classes), labels,
+                      _splitmix64_seeds(int(seed), num_samples))
+
+
+def _splitmix64_seeds(seed: int, count: int) -> np.ndarray:
+    """`splitmix64(seed * 2**32 + index) >> 1` for each index: well-mixed, prefix-stable 63-bit seeds."""
+    with np.errstate(over="ignore"):
+        state = np.uint64(seed & 0xFFFFFFFF) * np.uint64(2**32) + np.arange(count, dtype=np.uint64)
+        state = state + np.uint64(0x9E3779B97F4A7C15)
+        state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        state = state ^ (state >> np.uint64(31))
+    return (state >> np.uint64(1)).astype(np.int64)
+
+
+def chunks_for_process(num_chunks: int, process_index: int, num_processes: int) -> list[int]:
+    """Chunk ids of one process: every `num_processes`-th chunk, starting at `process_index` (round robin keeps the
+    shorter last chunk from unbalancing the work)."""
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"process_index {process_index} is outside [0, {num_processes}).")
+    return list(range(process_index, num_chunks, num_processes))
+
+
+def chunk_path(scale_dir: str | os.PathLike, chunk: int) -> Path:
+    return Path(scale_dir) / _CHUNK_FORMAT.format(chunk)
+
+
+def guidance_scale_dir(output_dir: str | os.PathLike, guidance_scale: float) -> Path:
+    return Path(output_dir) / f"cfg-{guidance_scale:g}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_aligntok_dit_pipeline(path: str | os.PathLike):
+    """A saved `AlignTokDiTPipeline`, or a ValueError naming what `path` holds instead."""
+    from ..pipelines import AlignTokDiTPipeline
+
+    local = Path(path).expanduser()
+    if local.exists():
+        index = local / "model_index.json"
+        if not index.is_file():
+            raise ValueError(
+                f"{local} is not a saved diffusers pipeline (it has no model_index.json). Pass the directory written "
+                "by AlignTokDiTPipeline.save_pretrained (train_dit.py writes <output_dir>/pipeline), not a model "
+                "or checkpoint directory."
+            )
+        class_name = json.loads(index.read_text()).get("_class_name")
+        if class_name != AlignTokDiTPipeline.__name__:
+            raise ValueError(
+                f"{local} holds a {class_name} (model_index.json), not an AlignTokDiTPipeline; generation evaluation "
+                "samples the class-conditional LightningDiT pipeline of this package."
+            )
+    pipeline = AlignTokDiTPipeline.from_pretrained(str(local) if local.exists() else str(path))
+    if not isinstance(pipeline, AlignTokDiTPipeline):
+        raise ValueError(f"{path} loaded as a {type(pipeline).__name__}, not an AlignTokDiTPipeline.")
+    return pipeline
+
+
+def check_num_classes(pipeline, expected: int | None = None) -> int:
+    """The transformer's `num_classes`, checked to be usable and, if given, equal to `expected`."""
+    num_classes = getattr(pipeline.transformer.config, "num_classes", None)
+    if not isinstance(num_classes, int) or num_classes <= 0:
+        raise ValueError(
+            f"The pipeline's transformer has num_classes={num_classes!r}; class-conditional evaluation needs a "
+            "positive number of classes to sample labels from."
+        )
+    if expected is not None and expected != num_classes:
+        raise ValueError(
+            f"num_classes={expected} was requested but the pipeline's transformer has num_classes={num_classes} "
+            f"(class ids 0..{num_classes - 1}); evaluate the right pipeline or drop --num_classes."
+        )
+    return num_classes
+
+
+def build_sampling_scheduler(scheduler, sampler: str, shift: float | None):
+    """The pipeline scheduler's config with the Euler or Heun flow-matching scheduler and, if given, a fixed shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+
+    classes = {"euler": FlowMatchEulerDiscreteScheduler, "heun": FlowMatchHeunDiscreteScheduler}
+    if sampler not in classes:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+    overrides = {} if shift is None else {"shift": float(shift), "use_dynamic_shifting": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Heun's config lacks some of Euler's keys; diffusers warns and ignores them
+        return classes[sampler].from_config(dict(scheduler.config), **overrides)
+
+
+def describe_pipeline(pipeline, path: str) -> dict[str, Any]:
+    """The pipeline's path, component classes, the transformer and VAE configs that define a run, and fingerprints."""
+    from ..training.latent_cache import tokenizer_fingerprint
+
+    transformer, vae, scheduler = pipeline.transformer, pipeline.vae, pipeline.scheduler
+    transformer_keys = ("sample_size", "patch_size", "in_channels", "hidden_size", "num_layers", "num_attention_heads",
+                        "num_classes", "qk_norm", "class_dropout_prob")
+    vae_keys = ("latent_channels", "block_out_channels", "scaling_factor", "shift_factor", "encoder_type",
+                "force_upcast")
+    return {
+        "path": str(path),
+        "transformer": {
+            "class": type(transformer).__name__,
+            "config": {key: _jsonable(transformer.config.get(key)) for key in transformer_keys if key in transformer.config},
+            "num_parameters": sum(parameter.numel() for parameter in transformer.parameters()),
+            "dtype": str(transformer.dtype).replace("torch.", ""),
+            "fingerprint": tokenizer_fingerprint(transformer),
+        },
+        "vae": {
+            "class": type(vae).__name__,
+            "config": {key: _jsonable(vae.config.get(key)) for key in vae_keys if key in vae.config},
+            "latent_statistics_set": vae.config.get("latents_mean") is not None,
+            "vae_scale_factor": pipeline.vae_scale_factor,
+            "fingerprint": tokenizer_fingerprint(vae),
+        },
+        "scheduler": {"class": type(scheduler).__name__, "config": _jsonable(dict(scheduler.config))},
+    }
+
+
+def generated_image_size(pipeline) -> tuple[int, int]:
+    side = pipeline.transformer.config.sample_size * pipeline.vae_scale_factor
+    return side, side
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Feature networks: FID features and classifier logits from one resize
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class GenerationFeatureExtractor:
+    """Images in `[-1, 1]` -> `(FID features, classifier logits)`, both from one clean-fid resize.
+
+    Args:
+        fid (`FIDFeatureExtractor`): The FID features (its resize, network and name are used).
+        logits_network (`Callable`, *optional*): Maps the resized float `(B, 3, 299, 299)` images in `[0, 255]` to
+            logits `(B, C)` for the Inception Score. `None`: the FID features stand in for logits and the score is
+            labelled "not IS".
+        logits_name (`str`): Recorded with the Inception Score.
+    """
+
+    def __init__(self, fid: FIDFeatureExtractor, logits_network: Callable | None = None, logits_name: str | None = None):
+        self.fid = fid
+        self.logits_network = logits_network
+        self.logits_name = logits_name or f"{fid.name} features used as logits"
+
+    @property
+    def name(self) -> str:
+        return self.fid.name
+
+    @property
+    def is_real_metric(self) -> bool:
+        return self.fid.is_real_metric
+
+    @property
+    def inception_score_is_real(self) -> bool:
+        return self.logits_network is not None and self.fid.is_real_metric
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        batch = self.fid.resize_for_network(images).to(self.fid.device)
+        features = self.fid.network(batch).detach().double().cpu().numpy().reshape(len(batch), -1)
+        logits = None
+        if self.logits_network is not None:
+            logits = self.logits_network(batch).detach().double().cpu().numpy().reshape(len(batch), -1)
+        return features, logits
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.fid.describe(),
+            "inception_score": {
+                "logits": self.logits_name,
+                "is_real_metric": self.inception_score_is_real,
+            },
+        }
+
+
+class CleanFIDInceptionLogits:
+    """Log-probabilities of the 1008-way output layer of clean-fid's torchscript Inception, without its bias.
+
+    The torchscript network (`InceptionV3W.base`) returns softmax probabilities; `no_output_bias=True` drops the
+    output layer's bias as the original TF implementation (and ADM's and StyleGAN's evaluators) do for the Inception
+    Score. Its log is the logits up to a per-row constant, which the softmax inside `inception_score` removes. The
+    input is already resized to 299x299, so the network's own resize is a no-op and it normalises as clean-fid does.
+    """
+
+    def __init__(self, inception):
+        self.inception = inception
+
+    def __call__(self, images_299: torch.Tensor) -> torch.Tensor:
+        probabilities = self.inception.base(images_299, no_output_bias=True)
+        return probabilities.double().clamp_min(1e-30).log()
+
+
+def build_generation_feature_extractor(name: str = "clean-fid-inception", device: str | torch.device = "cpu") -> GenerationFeatureExtractor:
+    """`"clean-fid-inception"`: clean-fid's Inception for the FID features (2048-d pool) and for the IS logits
+    (downloads `inception-2015-12-05.pt` to /tmp on first use). `"random-inception-standin"`: the offline stand-in,
+    whose features also stand in for the logits; none of its numbers is FID or IS."""
+    device = torch.device(device)
+    if name == "clean-fid-inception":
+        try:
+            from cleanfid.inception_torchscript import InceptionV3W
+
+            inception = InceptionV3W("/tmp", download=True, resize_inside=False).to(device).eval()
+        except OSError as error:  # urllib errors are OSErrors
+            raise RuntimeError(
+                "Could not load clean-fid's Inception network (it downloads inception-2015-12-05.pt to /tmp on first "
+                "use; no network?). Copy that file to /tmp on this machine, or use "
+                "feature_extractor='random-inception-standin' for offline smoke runs (its numbers are not FID)."
+            ) from error
+        fid = FIDFeatureExtractor(inception, name=name, is_real_metric=True, device=device)
+        return GenerationFeatureExtractor(
+            fid, CleanFIDInceptionLogits(inception),
+            "clean-fid Inception (inception-2015-12-05), 1008-way output layer without bias",
+        )
+    if name not in FEATURE_EXTRACTORS:
+        raise ValueError(f"Unknown feature extractor {name!r}; choose one of {FEATURE_EXTRACTORS}.")
+    return GenerationFeatureExtractor(build_fid_feature_extractor(name, device=device))
+
+
+def as_generation_feature_extractor(extractor) -> GenerationFeatureExtractor:
+    """Accepts a `GenerationFeatureExtractor` or a plain `FIDFeatureExtractor` (its features then stand in for logits)."""
+    if isinstance(extractor, GenerationFeatureExtractor):
+        return extractor
+    if isinstance(extractor, FIDFeatureExtractor):
+        return GenerationFeatureExtractor(extractor)
+    raise TypeError(f"Expected a GenerationFeatureExtractor or FIDFeatureExtractor, got {type(extractor).__name__}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reference: statistics (mu, sigma) and, for precision / recall, real feature vectors
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reference:
+    mean: np.ndarray
+    covariance: np.ndarray
+    precision_recall_features: np.ndarray | None
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def load_reference(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor, accelerator,
+                   image_size: tuple[int, int], notes: list[str], warnings_list: list[str],
+                   num_classes: int | None = None) -> Reference:
+    """The reference of `config.reference`: an `.npz` file, else a data source (statistics cached on disk)."""
+    if config.reference.endswith(".npz"):
+        return load_reference_npz(config.reference, extractor, config.precision_recall_reference_samples,
+                                  config.batch_size, notes, warnings_list)
+    return reference_from_data(config, extractor, accelerator, image_size, notes, warnings_list, num_classes)
+
+
+def load_reference_npz(path: str | os.PathLike, extractor: GenerationFeatureExtractor, precision_recall_samples: int,
+                       batch_size: int, notes: list[str], warnings_list: list[str]) -> Reference:
+    """Reference statistics from an `.npz` with `mu` and `sigma` (ADM's / clean-fid's layout).
+
+    If it also holds `arr_0` (uint8 images `(N, H, W, 3)`, ADM's reference batch), the features of
+    `precision_recall_samples` of them (evenly spaced) are computed for precision / recall, streaming the array from
+    the file in batches; without images precision / recall is skipped with a note.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Reference statistics file {path} does not exist.")
+    with np.load(path) as stored:
+        keys = list(stored.keys())
+        if "mu" not in keys or "sigma" not in keys:
+            raise ValueError(
+                f"{path} has the arrays {keys}, but a reference .npz needs 'mu' (mean, (D,)) and 'sigma' (covariance, "
+                "(D, D)) of the reference features, as in ADM's VIRTUAL_imagenet256_labeled.npz or clean-fid's "
+                "statistics; or pass a data source (image folder, hub id) as the reference."
+            )
+        mean, covariance = stored["mu"].astype(np.float64), stored["sigma"].astype(np.float64)
+    feature_dim = _feature_dim(extractor.fid)
+    if mean.shape != (feature_dim,) or covariance.shape != (feature_dim, feature_dim):
+        raise ValueError(
+            f"{path} holds {mean.shape[0] if mean.ndim == 1 else mean.shape}-d statistics (mu {mean.shape}, sigma "
+            f"{covariance.shape}), but the feature extractor {extractor.name!r} gives {feature_dim}-d features; the "
+            "reference must come from the same network."
+        )
+    description = {"kind": "npz", "path": str(path), "arrays": keys}
+    if "arr_0" in keys:
+        notes.append(
+            f"{path.name}: if its mu/sigma come from ADM's TensorFlow evaluator (VIRTUAL_imagenet256_labeled.npz), "
+            "they were computed with TF's resize, not clean-fid's; gFID against them is close to, but not exactly, "
+            "ADM's number. Reference statistics from the images through this script are self-consistent."
+        )
+    features = None
+    if precision_recall_samples == 0:
+        notes.append("Precision / recall skipped: precision_recall_reference_samples=0.")
+    elif "arr_0" not in keys:
+        notes.append(
+            f"Precision / recall skipped: {path.name} holds only mu/sigma; it needs real feature vectors. Pass an npz "
+            "with reference images in 'arr_0' (ADM's format) or a data source as --reference."
+        )
+    else:
+        features, count, total = _npz_image_features(path, extractor, precision_recall_samples, batch_size)
+        description["precision_recall"] = {"source": "arr_0", "num_samples": count, "of": total,
+                                           "selection": "evenly spaced"}
+    return Reference(mean, covariance, features, description)
+
+
+def _npz_image_features(path: Path, extractor, num_samples: int, batch_size: int) -> tuple[np.ndarray, int, int]:
+    """Features of `num_samples` evenly spaced images of `arr_0`, read a batch at a time from the zip member."""
+    with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(member)
+        if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8 or fortran_order:
+            raise ValueError(
+                f"{path}: arr_0 must hold uint8 images (N, H, W, 3) in C order, got {dtype} {shape}"
+                f"{' (Fortran order)' if fortran_order else ''}."
+            )
+        total = shape[0]
+        count = min(num_samples, total)
+        wanted = {index * total // count for index in range(count)}
+        image_bytes = int(np.prod(shape[1:]))
+        features, pending, position = [], [], 0
+        while position < total:
+            rows = min(batch_size, total - position)
+            block = np.frombuffer(_read_exactly(member, rows * image_bytes), dtype=np.uint8).reshape(rows, *shape[1:])
+            pending.extend(block[row] for row in range(rows) if position + row in wanted)
+            position += rows
+            if len(pending) >= batch_size or (position >= total and pending):
+                images = torch.from_numpy(np.stack(pending)).permute(0, 3, 1, 2).float() / 127.5 - 1
+                features.append(extractor.fid(images).astype(np.float32))
+                pending = []
+    return np.concatenate(features), count, total
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = stream.read(size - len(data))
+        if not piece:
+            raise ValueError("The reference npz's arr_0 ends early; the file is truncated.")
+        data.extend(piece)
+    return bytes(data)
+
+
+def reference_from_data(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor, accelerator,
+                        image_size: tuple[int, int], notes: list[str], warnings_list: list[str],
+                        num_classes: int | None = None) -> Reference:
+    """Reference statistics of a data source (centre crops), from the cache shared with the tokenizer evaluation or
+    computed here (sharded over processes), plus the features of evenly spaced images for precision / recall."""
+    from accelerate.utils import gather_object
+
+    if config.reference.startswith("builtin:") and config.reference_num_samples is None:
+        raise ValueError(f"{config.reference} is generated: give reference_num_samples (how many images).")
+    resolution = config.reference_resolution or image_size[0]
+    height, width = (resolution, resolution)
+    if (height, width) != tuple(image_size):
+        warnings_list.append(
+            f"The reference images are {height}x{width} but the samples are {image_size[0]}x{image_size[1]}."
+        )
+    with accelerator.main_process_first():
+        dataset = build_evaluation_dataset(config.reference, config.reference_split, (height, width),
+                                           config.reference_num_samples or _ALL_IMAGES, seed=config.seed)
+    total = len(dataset)
+    description_text = getattr(dataset, "source_description", config.reference)
+    data_classes = getattr(dataset, "num_classes", None)
+    if num_classes is not None and data_classes is not None and data_classes != num_classes:
+        warnings_list.append(
+            f"The reference data has {data_classes} classes but the transformer has num_classes={num_classes}."
+        )
+    if config.reference_num_samples is not None and total < config.reference_num_samples:
+        warnings_list.append(f"{config.reference} has only {total} images; the reference uses {total}, not "
+                             f"{config.reference_num_samples}.")
+    # The tokenizer evaluation's cache key: both evaluations share statistics of the same images.
+    key = {
+        "source": config.reference, "split": config.reference_split, "resolution": [height, width], "crop": "center",
+        "num_samples": total, "data_description": description_text, "feature_extractor": extractor.name,
+        "seed": config.seed if config.reference.startswith("builtin:") else None,
+    }
+    cache_dir = Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
+    statistics_path = reference_statistics_path(cache_dir, key)
+    statistics = load_reference_statistics(statistics_path, key)
+    precision_recall_count = min(config.precision_recall_reference_samples, total)
+    features_key = {**key, "precision_recall_samples": precision_recall_count, "selection": "evenly spaced"}
+    features_path = statistics_path.with_name(f"{statistics_path.stem}_precision-recall-{precision_recall_count}.npz")
+    features = _load_cached_features(features_path, features_key) if precision_recall_count else None
+    cached = statistics is not None and (features is not None or not precision_recall_count)
+
+    if not cached:
+        positions = [index * total // precision_recall_count for index in range(precision_recall_count)]
+        # Statistics missing: one pass over every image, keeping the precision / recall rows on the way. Only the
+        # features missing: a pass over those rows alone.
+        source = dataset if statistics is None else EvenlySpacedSubset(dataset, precision_recall_count)
+        wanted = set(positions) if statistics is None else None
+        batches = shard_batches(accelerator, len(source), config.batch_size)
+        partial = FeatureStatistics(_feature_dim(extractor.fid)) if statistics is None else None
+        kept_indices, kept_features = [], []
+        progress = tqdm(total=len(batches), desc="reference features", disable=not accelerator.is_local_main_process)
+        for _, batch in iterate_batches(source, batches, config.batch_size, len(source), config.num_workers):
+            batch_features = extractor.fid(batch["pixel_values"])
+            if partial is not None:
+                partial.update(batch_features)
+            rows = [row for row, index in enumerate(batch["index"].tolist()) if wanted is None or index in wanted]
+            kept_indices.extend(batch["index"][rows].tolist())
+            kept_features.append(batch_features[rows].astype(np.float32))
+            progress.update(1)
+        progress.close()
+        gathered = gather_object([{
+            "statistics": partial.state_dict() if partial is not None else None,
+            "indices": kept_indices,
+            "features": np.concatenate(kept_features) if kept_features else None,
+        }])
+        if statistics is None:
+            statistics = FeatureStatistics.from_state_dict(gathered[0]["statistics"])
+            for part in gathered[1:]:
+                statistics.merge(FeatureStatistics.from_state_dict(part["statistics"]))
+        if precision_recall_count:
+            indices = np.concatenate([np.asarray(part["indices"], dtype=np.int64) for part in gathered])
+            stacked = np.concatenate([part["features"] for part in gathered if part["features"] is not None])
+            features = stacked[np.argsort(indices, kind="stable")]
+        if accelerator.is_main_process:
+            save_reference_statistics(statistics_path, statistics, key)
+            if precision_recall_count:
+                _save_cached_features(features_path, features, features_key)
+        accelerator.wait_for_everyone()
+    if not precision_recall_count:
+        notes.append("Precision / recall skipped: precision_recall_reference_samples=0.")
+    description = {
+        "kind": "data", "source": config.reference, "split": config.reference_split, "resolution": [height, width],
+        "crop": "center", "num_samples": total, "data_description": description_text,
+        "statistics_path": str(statistics_path), "cached": cached,
+        "precision_recall": {"num_samples": precision_recall_count, "selection": "evenly spaced", "path": str(features_path)}
+        if precision_recall_count else None,
+    }
+    return Reference(statistics.mean, statistics.covariance, features, description)
+
+
+def _save_cached_features(path: Path, features: np.ndarray, key: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".incomplete")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, features=features, key=json.dumps(key, sort_keys=True, default=str))
+    os.replace(temporary, path)
+
+
+def _load_cached_features(path: Path, key: dict[str, Any]) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as stored:
+        if json.loads(str(stored["key"])) != json.loads(json.dumps(key, sort_keys=True, default=str)):
+            raise ValueError(f"{path} holds reference features for other settings; delete it or use another cache.")
+        return stored["features"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generating chunks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def initial_noise(noise_seeds: Sequence[int], latent_shape: Sequence[int]) -> torch.Tensor:
+    """`(len(noise_seeds), *latent_shape)` standard normal noise, each sample from its own seeded CPU generator."""
+    return torch.stack([torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(int(seed)))
+                        for seed in noise_seeds])
+
+
+def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: int, batch_size: int,
+                   guidance_scale: float, guidance_interval: tuple[float, float], num_inference_steps: int,
+                   extractor: GenerationFeatureExtractor, save_images_below: int = 0,
+                   image_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """Generates chunk `chunk` of `plan` in batches of `batch_size` and returns its arrays (features, logits, ...).
+
+    Samples with index `< save_images_below` are also written to `image_dir` as `<index>_class<label>.png`.
+    """
+    indices = plan.chunk_indices(chunk, samples_per_chunk)
+    config = pipeline.transformer.config
+    latent_shape = (config.in_channels, config.sample_size, config.sample_size)
+    features, logits = [], []
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start : start + batch_size]
+        labels = torch.from_numpy(plan.labels[batch])
+        images = pipeline(
+            class_labels=labels,
+            guidance_scale=guidance_scale,
+            guidance_interval=guidance_interval,
+            num_inference_steps=num_inference_steps,
+            latents=initial_noise(plan.noise_seeds[batch], latent_shape),
+            output_type="pt",
+        ).images
+        images = images.float() * 2 - 1  # the pipeline's [0, 1] -> the [-1, 1] the feature extractor quantises
+        if not torch.isfinite(images).all():
+            raise FloatingPointError(
+                f"The pipeline produced NaN/inf images for samples {int(batch[0])}..{int(batch[-1])}; in half precision "
+                "this is a known overflow: evaluate with dtype='float32'."
+            )
+        batch_features, batch_logits = extractor(images)
+        features.append(batch_features.astype(np.float32))
+        if batch_logits is not None:
+            logits.append(batch_logits.astype(np.float32))
+        if image_dir is not None and save_images_below:
+            _save_pngs(images, batch, plan.labels[batch], save_images_below, image_dir)
+    arrays = {
+        "features": np.concatenate(features),
+        "labels": plan.labels[indices],
+        "sample_indices": indices.astype(np.int64),
+        "noise_seeds": plan.noise_seeds[indices],
+    }
+    if logits:
+        arrays["logits"] = np.concatenate(logits)
+    return arrays
+
+
+def _save_pngs(images: torch.Tensor, indices: np.ndarray, labels: np.ndarray, below: int, image_dir: Path) -> None:
+    pixels = quantize_to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
+    for row, index in enumerate(indices.tolist()):
+        if index < below:
+            image_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[row]).save(image_dir / f"{index:06d}_class{int(labels[row]):04d}.png")
+
+
+def write_chunk(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> Path:
+    """Writes a chunk file atomically: a kill mid-write leaves no file that resume would take for a finished chunk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.incomplete")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, fingerprint=np.array(fingerprint), state_version=np.array(_STATE_VERSION), **arrays)
+    os.replace(temporary, path)
+    return path
+
+
+def read_chunk_fingerprint(path: Path) -> str | None:
+    try:
+        with np.load(path) as stored:
+            return str(stored["fingerprint"]) if "fingerprint" in stored else None
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None  # unreadable: generate it again
+
+
+def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir: Path, fingerprint: str,
+                    config: GenerationEvaluationConfig, guidance_scale: float, extractor: GenerationFeatureExtractor,
+                    resume: bool, stop_after: int | None = None, show_progress: bool = True) -> tuple[list[int], bool]:
+    """Generates the `chunks` of this process into `scale_dir`; returns (chunks generated now, stopped early).
+
+    With `resume`, a chunk whose file exists with the same `fingerprint` is skipped and one with another fingerprint
+    raises; without it every chunk is generated again. `stop_after` stops after that many new chunks (tests of resume).
+    """
+    todo = []
+    for chunk in chunks:
+        path = chunk_path(scale_dir, chunk)
+        if resume and path.is_file():
+            stored = read_chunk_fingerprint(path)
+            if stored == fingerprint:
+                continue
+            if stored is not None:
+                raise ValueError(
+                    f"{path} was generated with other settings (pipeline, steps, sampler, shift, guidance, seed, label "
+                    "sampling, sample count, chunk size, dtype or feature extractor); rerun with the same settings, "
+                    "use another output_dir, or drop --resume to generate everything again."
+                )
+        todo.append(chunk)
+    generated = []
+    progress = tqdm(total=len(chunks), initial=len(chunks) - len(todo), desc=f"generate (cfg {guidance_scale:g})",
+                    disable=not show_progress)
+    for chunk in todo:
+        arrays = generate_chunk(
+            pipeline, plan, chunk, config.samples_per_chunk, config.batch_size, guidance_scale,
+            config.guidance_interval, config.num_inference_steps, extractor,
+            save_images_below=config.save_images, image_dir=scale_dir / SAMPLES_DIR,
+        )
+        write_chunk(chunk_path(scale_dir, chunk), arrays, fingerprint)
+        generated.append(chunk)
+        progress.update(1)
+        if stop_after is not None and len(generated) >= stop_after:
+            progress.close()
+            return generated, True
+    progress.close()
+    return generated, False
+
+
+def generation_fingerprint(config: GenerationEvaluationConfig, guidance_scale: float, pipeline_description: dict,
+                           scheduler_config: dict, extractor_name: str, image_size: tuple[int, int]) -> str:
+    """A hash of every setting that changes the contents of a chunk file (not the batch size or process count)."""
+    settings = {
+        "pipeline": {name: pipeline_description[name]["fingerprint"] for name in ("transformer", "vae")},
+        "scheduler": _jsonable(scheduler_config),
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": guidance_scale,
+        "guidance_interval": list(config.guidance_interval),
+        "seed": config.seed,
+        "label_sampling": config.label_sampling,
+        "num_samples": config.num_samples,
+        "samples_per_chunk": config.samples_per_chunk,
+        "dtype": config.dtype,
+        "feature_extractor": extractor_name,
+        "image_size": list(image_size),
+        "state_version": _STATE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def iterate_chunks(scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, fingerprint: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The chunk files of `scale_dir` in plan order, each checked against the plan (and `fingerprint`)."""
+    for chunk in range(plan.num_chunks(samples_per_chunk)):
+        path = chunk_path(scale_dir, chunk)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: a process did not finish its chunks; rerun with --resume.")
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        expected = plan.chunk_indices(chunk, samples_per_chunk)
+        if not np.array_equal(arrays["sample_indices"], expected) or not np.array_equal(arrays["labels"], plan.labels[expected]):
+            raise ValueError(f"{path} does not hold samples {expected[0]}..{expected[-1]} of this plan; it is stale.")
+        if fingerprint is not None and str(arrays["fingerprint"]) != fingerprint:
+            raise ValueError(f"{path} was generated with other settings than this run; rerun without --resume.")
+        yield arrays
+
+
+def compute_generation_metrics(scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, reference: Reference,
+                               fingerprint: str | None = None, precision_recall_k: int = 3,
+                               inception_score_splits: int = INCEPTION_SCORE_SPLITS,
+                               device: str | torch.device = "cpu") -> dict[str, Any]:
+    """gFID, Inception Score and precision / recall of the chunk files of `scale_dir` against `reference`.
+
+    The FID statistics stream over the chunks; IS needs the logits of every sample (50,000 x 1008 float32, 200 MB)
+    and precision / recall the features of every sample (50,000 x 2048, 400 MB in float32), never images.
+    """
+    statistics, logits, features, notes = None, [], [], []
+    has_logits = None
+    for arrays in iterate_chunks(scale_dir, plan, samples_per_chunk, fingerprint):
+        if statistics is None:
+            statistics = FeatureStatistics(arrays["features"].shape[1])
+            has_logits = "logits" in arrays
+        statistics.update(arrays["features"])
+        logits.append(arrays["logits"] if has_logits else arrays["features"])
+        if reference.precision_recall_features is not None:
+            features.append(arrays["features"])
+    if statistics.feature_dim != reference.mean.shape[0]:
+        raise ValueError(
+            f"The samples have {statistics.feature_dim}-d features but the reference {reference.mean.shape[0]}-d ones."
+        )
+    gfid = frechet_distance(reference.mean, reference.covariance, statistics.mean, statistics.covariance)
+    splits = min(inception_score_splits, statistics.count)
+    is_mean, is_std = inception_score(np.concatenate(logits), num_splits=splits)
+    metrics: dict[str, Any] = {
+        "gfid": gfid,
+        "inception_score": {"mean": is_mean, "std": is_std, "num_splits": splits},
+        "precision": None,
+        "recall": None,
+        "num_samples": statistics.count,
+    }
+    if reference.precision_recall_features is not None:
+        real = reference.precision_recall_features
+        fake = np.concatenate(features)
+        if precision_recall_k < min(len(real), len(fake)):
+            result = precision_recall(real, fake, k=precision_recall_k, device=device)
+            metrics.update(precision=result["precision"], recall=result["recall"])
+            metrics["precision_recall"] = {"k": precision_recall_k, "num_real": len(real), "num_fake": len(fake)}
+        else:
+            notes.append(f"Precision / recall skipped: k={precision_recall_k} needs more than {precision_recall_k} "
+                         f"real and generated samples (have {len(real)} and {len(fake)}).")
+    metrics["notes"] = notes
+    return metrics
+
+
+def select_best_guidance_scale(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the lowest finite gFID (the first of equal ones), or None if none has one."""
+    candidates = [row for row in rows if row.get("gfid") is not None and math.isfinite(row["gfid"])]
+    return min(candidates, key=lambda row: row["gfid"]) if candidates else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The evaluation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+MetricsFunction = Callable[..., dict[str, Any]]
+
+
+def evaluate_generation(
+    config: GenerationEvaluationConfig,
+    output_dir: str | os.PathLike,
+    resume: bool = False,
+    pipeline=None,
+    feature_extractor: GenerationFeatureExtractor | FIDFeatureExtractor | None = None,
+    accelerator=None,
+    metrics_function: MetricsFunction | None = None,
+    _stop_after_chunks: int | None = None,
+) -> dict[str, Any] | None:
+    """Runs the evaluation of the module docstring; returns the results on the main process (None elsewhere).
+
+    `pipeline` and `feature_extractor` replace what `config` would load (tests inject tiny ones; `config.pipeline` is
+    then only recorded). `metrics_function(guidance_scale=..., scale_dir=..., plan=..., reference=..., **kwargs)`
+    replaces [`compute_generation_metrics`] (tests of the sweep). `_stop_after_chunks` stops each process after that
+    many new chunks, as a kill would (tests of resume); it returns None.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    started = time.perf_counter()
+    accelerator = accelerator or Accelerator()
+    device = accelerator.device
+    output_dir = Path(output_dir)
+    warnings_list: list[str] = []
+    notes: list[str] = []
+
+    # ---- pipeline, sampler and plan: cheap checks before any sample or reference feature ----
+    pipeline = pipeline if pipeline is not None else load_aligntok_dit_pipeline(config.pipeline)
+    num_classes = check_num_classes(pipeline, config.num_classes)
+    plan = make_sample_plan(config.seed, config.num_samples, config.label_sampling, num_classes)
+    pipeline.scheduler = build_sampling_scheduler(pipeline.scheduler, config.sampler, config.shift)
+    pipeline.to(device)
+    if config.dtype != "float32":
+        pipeline.transformer.to(dtype=getattr(torch, config.dtype))
+    pipeline.set_progress_bar_config(disable=True)
+    image_size = generated_image_size(pipeline)
+    pipeline_description = describe_pipeline(pipeline, config.pipeline)
+    scheduler_config = dict(pipeline.scheduler.config)
+
+    extractor = as_generation_feature_extractor(
+        feature_extractor if feature_extractor is not None else build_generation_feature_extractor(config.feature_extractor, device)
+    )
+    if not extractor.is_real_metric:
+        warnings_list.append(f"gFID uses {extractor.name!r}, a stand-in network: its values are not FID.")
+    if not extractor.inception_score_is_real:
+        warnings_list.append(f"The Inception Score takes its logits from {extractor.logits_name!r}: its values are not IS.")
+    fid_warning = fid_sample_count_warning(config.num_samples)
+    if fid_warning:
+        warnings_list.append(fid_warning)
+
+    # ---- the reference first: a bad one fails before hours of sampling ----
+    reference = load_reference(config, extractor, accelerator, image_size, notes, warnings_list, num_classes)
+
+    # ---- generate and score each guidance scale ----
+    metrics_function = metrics_function or _default_metrics_function
+    num_chunks = plan.num_chunks(config.samples_per_chunk)
+    my_chunks = chunks_for_process(num_chunks, accelerator.process_index, accelerator.num_processes)
+    rows = []
+    for guidance_scale in config.guidance_scales:
+        scale_dir = guidance_scale_dir(output_dir, guidance_scale)
+        fingerprint = generation_fingerprint(config, guidance_scale, pipeline_description, scheduler_config,
+                                             extractor.name, image_size)
+        if accelerator.is_main_process:
+            scale_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                _remove_chunks(scale_dir)
+        accelerator.wait_for_everyone()
+        generated, stopped = generate_chunks(
+            pipeline, plan, my_chunks, scale_dir, fingerprint, config, guidance_scale, extractor, resume,
+            stop_after=_stop_after_chunks, show_progress=accelerator.is_local_main_process,
+        )
+        if stopped:
+            return None
+        generated_counts = gather_object([len(generated)])
+        if accelerator.is_main_process:
+            metrics = metrics_function(
+                guidance_scale=guidance_scale, scale_dir=scale_dir, plan=plan, reference=reference,
+                fingerprint=fingerprint, samples_per_chunk=config.samples_per_chunk,
+                precision_recall_k=config.precision_recall_k, device=device,
+            )
+            for note in metrics.pop("notes", []):
+                if note not in notes:
+                    notes.append(note)
+            row = {"guidance_scale": guidance_scale, "guidance_interval": list(config.guidance_interval), **metrics,
+                   "directory": str(scale_dir), "fingerprint": fingerprint, "chunks": num_chunks,
+                   "chunks_generated_this_run": int(sum(generated_counts))}
+            if config.save_images:
+                row["samples_grid"] = _save_grid(scale_dir, config.save_images, notes)
+            rows.append(row)
+            logger.info(f"guidance scale {guidance_scale:g}: gFID {row.get('gfid')}")
+
+    results = None
+    if accelerator.is_main_process:
+        best = select_best_guidance_scale(rows)
+        for row in rows:
+            row["best"] = best is not None and row is best
+        for warning in warnings_list:
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        results = {
+            "settings": {
+                **_jsonable(asdict(config)),
+                "guidance_scales": config.guidance_scales,
+                "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
+                "shift_effective": None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift"),
+                "dynamic_shifting": bool(scheduler_config.get("use_dynamic_shifting", False)),
+                "scheduler_class": type(pipeline.scheduler).__name__,
+                "transformer_evaluations_per_sample": _transformer_evaluations(pipeline, config.num_inference_steps),
+                "image_size": list(image_size),
+                "num_processes": accelerator.num_processes,
+                "num_chunks": num_chunks,
+                "sample_plan": plan.describe(),
+            },
+            "pipeline": pipeline_description,
+            "feature_extractor": extractor.describe(),
+            "reference": reference.description,
+            "versions": package_versions(),
+            "metrics": _headline(best if best is not None else rows[0]),
+            "best_guidance_scale": best["guidance_scale"] if best is not None else None,
+            "rows": rows,
+            "warnings": warnings_list,
+            "notes": notes,
+            "wall_time_seconds": time.perf_counter() - started,
+        }
+        write_generation_results(output_dir, results)
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _default_metrics_function(guidance_scale, scale_dir, plan, reference, fingerprint, samples_per_chunk,
+                              precision_recall_k, device) -> dict[str, Any]:
+    return compute_generation_metrics(scale_dir, plan, samples_per_chunk, reference, fingerprint,
+                                      precision_recall_k=precision_recall_k, device=device)
+
+
+def _headline(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: row.get(key) for key in ("guidance_scale", "gfid", "inception_score", "precision", "recall", "num_samples")}
+
+
+def _remove_chunks(scale_dir: Path) -> None:
+    existing = sorted(scale_dir.glob("features-*.npz"))
+    if existing:
+        logger.warning(f"Starting over in {scale_dir}: removing {len(existing)} chunk files and their sample PNGs "
+                       "(pass --resume to keep them).")
+        for path in existing:
+            path.unlink()
+    shutil.rmtree(scale_dir / SAMPLES_DIR, ignore_errors=True)
+    (scale_dir / SAMPLES_GRID_PNG).unlink(missing_ok=True)
+
+
+def _transformer_evaluations(pipeline, num_inference_steps: int) -> int | None:
+    """Transformer calls per sample (without CFG's doubled batch): the scheduler's timestep count."""
+    try:
+        config = pipeline.transformer.config
+        num_tokens = (config.sample_size // config.patch_size) ** 2
+        return int(len(pipeline._set_timesteps(num_inference_steps, num_tokens, torch.device("cpu"))))
+    except Exception:  # only a record; sampling itself reports scheduler problems
+        return None
+
+
+def _save_grid(scale_dir: Path, count: int, notes: list[str]) -> str | None:
+    paths = sorted((scale_dir / SAMPLES_DIR).glob("*.png"))[:count]
+    if len(paths) < count:
+        notes.append(f"{scale_dir.name}: {len(paths)} of the first {count} samples have PNGs (chunks generated by an "
+                     "earlier run without save_images have none); rerun without --resume to save them all.")
+    if not paths:
+        return None
+    images = [Image.open(path).convert("RGB") for path in paths]
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), "white")
+    for position, image in enumerate(images):
+        grid.paste(image, ((position % columns) * width, (position // columns) * height))
+    path = scale_dir / SAMPLES_GRID_PNG
+    grid.save(path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _format(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def generation_markdown(results: dict[str, Any]) -> str:
+    """One row per guidance scale (the best in bold with a check mark), then the settings and caveats."""
+    settings = results["settings"]
+    extractor = results["feature_extractor"]
+    fid_label = "gFID" if extractor["is_real_metric"] else "gFID (stand-in, NOT FID)"
+    is_label = "IS" if extractor["inception_score"]["is_real_metric"] else "IS (stand-in, NOT IS)"
+    lines = [
+        f"| CFG scale | interval | {fid_label} | {is_label} | precision | recall | best |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        score = row.get("inception_score") or {}
+        cells = [
+            f"{row['guidance_scale']:g}", f"[{row['guidance_interval'][0]:g}, {row['guidance_interval'][1]:g}]",
+            _format(row.get("gfid"), 2),
+            f"{_format(score.get('mean'), 2)} ± {_format(score.get('std'), 2)}" if score else "-",
+            _format(row.get("precision"), 3), _format(row.get("recall"), 3),
+        ]
+        if row.get("best"):
+            cells = [f"**{cell}**" for cell in cells] + ["✓"]
+        else:
+            cells.append("")
+        lines.append("| " + " | ".join(cells) + " |")
+    reference = results["reference"]
+    reference_text = (reference.get("path") if reference.get("kind") == "npz"
+                      else f"{reference.get('data_description')}, {reference.get('resolution')[0]}x"
+                           f"{reference.get('resolution')[1]} centre crops, {reference.get('num_samples')} images")
+    shift = settings["shift_effective"] if not settings["dynamic_shifting"] else "dynamic"
+    lines += [
+        "",
+        f"{settings['num_samples']} samples per scale ({settings['label_sampling']} labels over "
+        f"{settings['sample_plan']['num_classes']} classes, seed {settings['seed']}), {settings['image_size'][0]}x"
+        f"{settings['image_size'][1]}; {settings['sampler']} ({settings['scheduler_class']}), "
+        f"{settings['num_inference_steps']} steps, shift {shift}; pipeline {results['pipeline']['path']}.",
+        f"Features: {extractor['name']}; reference: {reference_text}.",
+    ]
+    for warning in results.get("warnings", []):
+        lines.append(f"- warning: {warning}")
+    for note in results.get("notes", []):
+        lines.append(f"- note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def write_generation_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
+    """Writes `results.json` and `results.md` atomically and returns their paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in ((RESULTS_JSON, json.dumps(_jsonable(results), indent=2) + "\n"),
+                       (RESULTS_MARKDOWN, generation_markdown(results))):
+        path = output_dir / name
+        temporary = path.with_name(name + ".incomplete")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+        paths.append(path)
+    return paths[0], paths[1]
