@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test train-tiny benchmark clean
+.PHONY: install test demo train-tiny benchmark clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: setup.py
 
 test: install
 	$(PYTHON) -m pytest -n 2 tests
+
+# The whole AlignTok pipeline in miniature (toy encoder pretraining, stages 1-3, DiT, samples) in under 10 minutes.
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/aligntok-demo --output_dir runs/demo
 
 # The main job on the built-in data: all three alignment stages of the tiny recipe, on CPU, in well under a minute.
 train-tiny: install

@@ -15,9 +15,11 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # Everything `training/` needs: data loading, LoRA, the perceptual loss, logging.
     "training": ["datasets>=3.0", "peft>=0.15", "lpips>=0.1.4", "torchvision>=0.19", "tensorboard", "tqdm", "pyyaml"],
-    "evaluation": ["clean-fid>=0.1.35", "lpips>=0.1.4", "torchvision>=0.19", "datasets>=3.0", "scipy"],
+    "evaluation": ["clean-fid>=0.1.35", "lpips>=0.1.4", "torchvision>=0.19", "datasets>=3.0", "scipy", "scikit-learn"],
     "wandb": ["wandb"],
 }
+# The demo trains the tokenizer and DiT and measures the latent's linear-probe accuracy.
+EXTRAS["demo"] = sorted({*EXTRAS["training"], "scikit-learn"})
 EXTRAS["dev"] = sorted({*EXTRAS["training"], *EXTRAS["evaluation"], "pytest>=8", "pytest-xdist", "sentencepiece", "protobuf"})
 
 setup(
@@ -31,6 +33,7 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
+    entry_points={"console_scripts": ["aligntok-demo=diffusers_aligntok.demo:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

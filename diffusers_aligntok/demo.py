@@ -145,9 +145,9 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
 
     tokenizer_config = _write_config(configs / "demo_cpu.yaml", output_dir / "configs" / "tokenizer.yaml", {
         "common.model.foundation_encoder": foundation_encoder,
-        "stages.1.training.max_train_steps": steps(400),
-        "stages.2.training.max_train_steps": steps(200),
-        "stages.3.training.max_train_steps": steps(200),
+        "stages.1.training.max_train_steps": steps(300),
+        "stages.2.training.max_train_steps": steps(150),
+        "stages.3.training.max_train_steps": steps(150),
     })
     stage_started = time.perf_counter()
     train_stage.main(["--config", str(tokenizer_config), "--stage", "all", "--output_dir", str(output_dir)])

@@ -32,7 +32,6 @@ import logging
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
 from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS  # noqa: E402
@@ -93,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fid_statistics_cache", default=None, help="Directory of cached reference statistics.")
     parser.add_argument("--save_images", type=int, default=0, metavar="N",
                         help="Save the first N samples of each scale as PNGs and a grid.")
-    parser.add_argument("--dtype", default=defaults.dtype, choices=["float32", "bfloat16"], help="Transformer dtype.")
+    parser.add_argument("--no_tf32", action="store_true", help="Sample with full float32 matmuls on CUDA (default: TF32).")
     parser.add_argument("--num_workers", type=int, default=defaults.num_workers, help="Reference-pass dataloader workers.")
     parser.add_argument("--resume", action="store_true", help="Keep finished chunks of an earlier run with the same settings.")
     return parser.parse_args(argv)
@@ -123,7 +122,7 @@ def config_from_args(args: argparse.Namespace) -> GenerationEvaluationConfig:
         feature_extractor=args.feature_extractor,
         fid_statistics_cache=args.fid_statistics_cache,
         save_images=args.save_images,
-        dtype=args.dtype,
+        allow_tf32=not args.no_tf32,
         num_workers=args.num_workers,
     )
 

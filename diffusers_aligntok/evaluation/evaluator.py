@@ -6,7 +6,7 @@
 The default protocol is the published one: ImageNet validation (50,000 images, `ILSVRC/imagenet-1k`, split
 `validation`), 256x256 centre crops, rFID with clean-fid's Inception between the reconstructions and the originals,
 PSNR/SSIM/LPIPS averaged over all images (see `reconstruction_metrics.py`), the linear probe of `linear_probe.py` and
-CKNNA of `alignment.py` on the first 1,024 images.
+CKNNA of `alignment.py` on 1,024 images spread evenly over the set.
 
 How it runs:
 
@@ -19,7 +19,8 @@ How it runs:
   `<output_dir>/partial_state/rank<r>_of_<w>.pt` (atomically). `resume=True` continues from there if the settings
   match (same tokenizers, data, sample count, batch size, metrics and number of processes), else raises.
 - Reference statistics of the original images are cached on disk, keyed by data source, split, resolution, crop,
-  count and feature extractor, and reused by later runs (`fid_statistics_cache`).
+  count and feature extractor, and reused by later runs (`fid_statistics_cache`). The key names a local folder by its
+  path and image count, not its content: after changing the images in place, delete the cached file.
 
 Outputs in `output_dir`: `results.json` (every setting, package versions, tokenizer configs, metrics, warnings),
 `results.md` (a short table) and `reconstructions.png` (originals and each tokenizer's reconstructions, PSNR in the
@@ -94,7 +95,8 @@ class TokenizerEvaluationConfig:
         reference_encoder (`str`): For CKNNA: `"auto"` (the first AlignTok tokenizer's own encoder; skipped with a
             note if there is none), `"none"`, or a transformers checkpoint (hub id or directory) of a foundation
             encoder, e.g. `facebook/dinov2-large`.
-        cknna_num_samples (`int`), cknna_topk (`int`): CKNNA on the first `cknna_num_samples` images with k neighbours.
+        cknna_num_samples (`int`), cknna_topk (`int`): CKNNA on `cknna_num_samples` images spread evenly over the
+            set (image folders are sorted by class), with k neighbours.
         num_visualization_images (`int`): Images in `reconstructions.png`.
         save_every_batches (`int`): How often (in batches per process) the partial state is saved.
         dtype (`str`): Tokenizer compute dtype, `"float32"` or `"bfloat16"` (float16 VAEs can overflow to NaN).
@@ -217,7 +219,10 @@ def evaluate_tokenizers(
     if perceptual_network is None and config.perceptual is not None:
         from ..losses import build_perceptual_network
 
-        perceptual_network = build_perceptual_network(config.perceptual, config.perceptual_trunk_weights_path)
+        # Seeded, so the random-trunk stand-in is the same network in every run (and on every rank).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            perceptual_network = build_perceptual_network(config.perceptual, config.perceptual_trunk_weights_path)
     if perceptual_network is not None:
         perceptual_network = perceptual_network.to(device)
         if not getattr(perceptual_network, "is_real_metric", True):
@@ -229,7 +234,10 @@ def evaluate_tokenizers(
         reference_encoder, reference_note = _resolve_reference_encoder(config.reference_encoder, adapters, device)
         if reference_note:
             notes.append(reference_note)
-    cknna_count = min(config.cknna_num_samples, num_samples) if reference_encoder is not None else 0
+    # CKNNA's images and the shown ones are spread evenly over the set: image folders are sorted by class.
+    cknna_indices = _evenly_spaced(min(config.cknna_num_samples, num_samples) if reference_encoder is not None else 0,
+                                   num_samples)
+    shown_indices = _evenly_spaced(min(config.num_visualization_images, num_samples), num_samples)
 
     # ---- reference statistics: cached, else computed alongside ----
     cache_key = {
@@ -258,9 +266,9 @@ def evaluate_tokenizers(
                     disable=not accelerator.is_local_main_process)
 
     new_batches = 0
-    for batch_id, batch in iterate_batches(dataset, remaining, config.batch_size, num_samples, config.num_workers):
+    for _, batch in iterate_batches(dataset, remaining, config.batch_size, num_samples, config.num_workers):
         _process_batch(batch, state, adapters, feature_extractor, perceptual_network, reference_encoder, config,
-                       cknna_count, probe_config, device)
+                       cknna_indices, shown_indices, probe_config, device)
         state["processed_batches"] += 1
         new_batches += 1
         progress.update(1)
@@ -295,7 +303,7 @@ def evaluate_tokenizers(
         tokenizer_results = []
         for index, adapter in enumerate(adapters):
             tokenizer_results.append(_final_metrics(index, adapter, merged, reference, config, probe_config,
-                                                    num_samples, height, width, cknna_count, notes))
+                                                    height, width, cknna_indices, notes))
         results = {
             "settings": {
                 **_jsonable(asdict(config)),
@@ -310,7 +318,8 @@ def evaluate_tokenizers(
             "feature_extractor": feature_extractor.describe(),
             "reference_statistics": reference_info,
             "perceptual": {"name": getattr(perceptual_network, "name", type(perceptual_network).__name__),
-                           "is_real_metric": getattr(perceptual_network, "is_real_metric", True)}
+                           "is_real_metric": getattr(perceptual_network, "is_real_metric", True),
+                           "built_with_seed": 0 if config.perceptual is not None else None}
             if perceptual_network is not None else None,
             "reference_encoder": reference_encoder.describe() if reference_encoder is not None else None,
             "linear_probe_protocol": probe_config.describe(),
@@ -341,7 +350,7 @@ def evaluate_tokenizers(
 
 @torch.no_grad()
 def _process_batch(batch, state, adapters, feature_extractor, perceptual_network, reference_encoder, config,
-                   cknna_count, probe_config, device) -> None:
+                   cknna_indices, shown_indices, probe_config, device) -> None:
     images = batch["pixel_values"].to(device)
     indices = batch["index"].long()
     state["indices"].append(indices.clone())
@@ -350,10 +359,10 @@ def _process_batch(batch, state, adapters, feature_extractor, perceptual_network
     state["num_skipped"] += int(batch["num_skipped"].sum())
     if state["reference_fid"] is not None:
         state["reference_fid"].update(feature_extractor(images))
-    cknna_rows = indices < cknna_count
+    cknna_rows = torch.isin(indices, cknna_indices)
     if cknna_rows.any():
         state["reference_features"].append(reference_encoder(images[cknna_rows.to(images.device)]).float().cpu())
-    visualization_rows = indices < config.num_visualization_images
+    visualization_rows = torch.isin(indices, shown_indices)
     if visualization_rows.any():
         state["visualization_indices"].append(indices[visualization_rows].clone())
         state["visualization_originals"].append(images[visualization_rows.to(images.device)].cpu())
@@ -481,8 +490,8 @@ def _merge_states(stored_states: list[dict[str, Any]], adapters) -> dict[str, An
     merged = {
         "labels": cat_sorted([label for state in states for label in state["labels"]]),
         "reference_fid": reference,
-        # Reference features and visualisations are kept for the first images only; they come in index order
-        # within each process, and processes hold contiguous index ranges, so concatenation keeps the order.
+        # Reference features are kept for CKNNA's images only; they come in index order within each process, and
+        # processes hold contiguous index ranges, so concatenation keeps the order.
         "reference_features": torch.cat([f for state in states for f in state["reference_features"]])
         if any(state["reference_features"] for state in states) else None,
         "visualization_originals": torch.cat([v for state in states for v in state["visualization_originals"]])[visualization_order]
@@ -518,7 +527,7 @@ def _merge_states(stored_states: list[dict[str, Any]], adapters) -> dict[str, An
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _final_metrics(index, adapter, merged, reference, config, probe_config, num_samples, height, width, cknna_count,
+def _final_metrics(index, adapter, merged, reference, config, probe_config, height, width, cknna_indices,
                    notes) -> dict[str, Any]:
     entry = merged["tokenizers"][index]
     metrics: dict[str, Any] = {"latent_shape": entry["latent_shape"], **entry["metric_sums"].means()}
@@ -536,16 +545,21 @@ def _final_metrics(index, adapter, merged, reference, config, probe_config, num_
                 notes.append(f"Linear probe skipped for {adapter.name}: {error}")
     metrics["cknna"] = None
     if merged["reference_features"] is not None:
-        if cknna_count > config.cknna_topk + 3:
-            metrics["cknna"] = cknna(entry["pooled_latents"][:cknna_count], merged["reference_features"], config.cknna_topk)
-            metrics["cknna_num_samples"] = cknna_count
+        if len(cknna_indices) > config.cknna_topk + 3:
+            metrics["cknna"] = cknna(entry["pooled_latents"][cknna_indices], merged["reference_features"], config.cknna_topk)
+            metrics["cknna_num_samples"] = len(cknna_indices)
         elif index == 0:
-            notes.append(f"CKNNA skipped: {cknna_count} samples are too few for k={config.cknna_topk}.")
+            notes.append(f"CKNNA skipped: {len(cknna_indices)} samples are too few for k={config.cknna_topk}.")
     latent_values = math.prod(entry["latent_shape"])
     metrics["compression"] = {"pixels_per_latent_value": 3 * height * width / latent_values}
     return {"tokenizer": adapter.describe() if hasattr(adapter, "describe") else {"name": adapter.name,
             "spatial_factor": adapter.spatial_factor, "latent_channels": adapter.latent_channels},
             "metrics": metrics}
+
+
+def _evenly_spaced(count: int, total: int) -> torch.Tensor:
+    """`count` indices spread evenly over `range(total)` (all of them when `count == total`)."""
+    return torch.tensor(sorted({index * total // count for index in range(count)}), dtype=torch.long)
 
 
 def _resolve_reference_encoder(spec: str, adapters, device):

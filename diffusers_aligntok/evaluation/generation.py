@@ -32,6 +32,7 @@ networks and whether each is a real metric, package versions, one row per guidan
 `cfg-<scale>/samples_grid.png`.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,8 +59,8 @@ from .fid import (
     FIDFeatureExtractor,
     build_fid_feature_extractor,
     default_reference_statistics_dir,
-    frechet_distance,
     fid_sample_count_warning,
+    frechet_distance,
     inception_score,
     load_reference_statistics,
     precision_recall,
@@ -69,7 +70,6 @@ from .fid import (
 )
 from .report import package_versions
 from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_batches, shard_batches
-
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ SAMPLES_GRID_PNG = "samples_grid.png"
 _CHUNK_FORMAT = "features-{:05d}.npz"
 _STATE_VERSION = 1
 _ALL_IMAGES = 2**62  # "every image of the split" for build_evaluation_dataset
+# Seed of a generated reference (builtin:shapes): fixed, so the reference does not move with the sampling seed and its
+# statistics are the tokenizer evaluation's (whose default seed is 0).
+_REFERENCE_SEED = 0
 
 
 @dataclass
@@ -131,7 +134,8 @@ class GenerationEvaluationConfig:
         fid_statistics_cache (`str`, *optional*): Directory of cached reference statistics, shared with the tokenizer
             evaluation (default `~/.cache/diffusers_aligntok/fid_reference_statistics`).
         save_images (`int`): Save the first N samples of each scale as PNGs and a grid.
-        dtype (`str`): Transformer dtype, `"float32"` or `"bfloat16"` (the VAE decodes in its own dtype).
+        allow_tf32 (`bool`): Let CUDA matmuls and convolutions use TF32 while sampling (default True, as
+            LightningDiT's sampling script does); weights and latents stay float32. No effect on the CPU.
         num_workers (`int`): Dataloader workers of the reference pass.
     """
 
@@ -157,7 +161,7 @@ class GenerationEvaluationConfig:
     feature_extractor: str = "clean-fid-inception"
     fid_statistics_cache: str | None = None
     save_images: int = 0
-    dtype: str = "float32"
+    allow_tf32: bool = True
     num_workers: int = 4
 
     def __post_init__(self):
@@ -176,8 +180,6 @@ class GenerationEvaluationConfig:
             raise ValueError(f"label_sampling must be one of {LABEL_SAMPLINGS}, got {self.label_sampling!r}.")
         if self.shift is not None and not (isinstance(self.shift, (int, float)) and self.shift > 0):
             raise ValueError(f"shift must be a positive number (1.0 means no shift) or None, got {self.shift!r}.")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
         self.guidance_interval = check_guidance_interval(self.guidance_interval)
         if self.cfg_sweep is not None:
             self.cfg_sweep = [float(scale) for scale in self.cfg_sweep]
@@ -459,8 +461,13 @@ class CleanFIDInceptionLogits:
         self.inception = inception
 
     def __call__(self, images_299: torch.Tensor) -> torch.Tensor:
-        probabilities = self.inception.base(images_299, no_output_bias=True)
-        return probabilities.double().clamp_min(1e-30).log()
+        probabilities = self.inception.base(images_299, no_output_bias=True).double()
+        if probabilities.shape[1] != 1008 or not torch.allclose(probabilities.sum(dim=1), torch.ones_like(probabilities[:, 0]), atol=1e-3):
+            raise RuntimeError(
+                f"clean-fid's Inception returned {tuple(probabilities.shape)} outputs that are not 1008-way "
+                "probabilities; this clean-fid / torchscript version differs from the one this code expects."
+            )
+        return probabilities.clamp_min(1e-30).log()
 
 
 def build_generation_feature_extractor(name: str = "clean-fid-inception", device: str | torch.device = "cpu") -> GenerationFeatureExtractor:
@@ -625,7 +632,7 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
         )
     with accelerator.main_process_first():
         dataset = build_evaluation_dataset(config.reference, config.reference_split, (height, width),
-                                           config.reference_num_samples or _ALL_IMAGES, seed=config.seed)
+                                           config.reference_num_samples or _ALL_IMAGES, seed=_REFERENCE_SEED)
     total = len(dataset)
     description_text = getattr(dataset, "source_description", config.reference)
     data_classes = getattr(dataset, "num_classes", None)
@@ -640,7 +647,7 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
     key = {
         "source": config.reference, "split": config.reference_split, "resolution": [height, width], "crop": "center",
         "num_samples": total, "data_description": description_text, "feature_extractor": extractor.name,
-        "seed": config.seed if config.reference.startswith("builtin:") else None,
+        "seed": _REFERENCE_SEED if config.reference.startswith("builtin:") else None,
     }
     cache_dir = Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
     statistics_path = reference_statistics_path(cache_dir, key)
@@ -754,8 +761,8 @@ def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: in
         images = images.float() * 2 - 1  # the pipeline's [0, 1] -> the [-1, 1] the feature extractor quantises
         if not torch.isfinite(images).all():
             raise FloatingPointError(
-                f"The pipeline produced NaN/inf images for samples {int(batch[0])}..{int(batch[-1])}; in half precision "
-                "this is a known overflow: evaluate with dtype='float32'."
+                f"The pipeline produced NaN/inf images for samples {int(batch[0])}..{int(batch[-1])}; check the "
+                "transformer checkpoint (a diverged run) and the VAE's dtype (float16 decoders overflow)."
             )
         batch_features, batch_logits = extractor(images)
         features.append(batch_features.astype(np.float32))
@@ -818,7 +825,7 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
             if stored is not None:
                 raise ValueError(
                     f"{path} was generated with other settings (pipeline, steps, sampler, shift, guidance, seed, label "
-                    "sampling, sample count, chunk size, dtype or feature extractor); rerun with the same settings, "
+                    "sampling, sample count, chunk size, TF32 or feature extractor); rerun with the same settings, "
                     "use another output_dir, or drop --resume to generate everything again."
                 )
         todo.append(chunk)
@@ -854,7 +861,7 @@ def generation_fingerprint(config: GenerationEvaluationConfig, guidance_scale: f
         "label_sampling": config.label_sampling,
         "num_samples": config.num_samples,
         "samples_per_chunk": config.samples_per_chunk,
-        "dtype": config.dtype,
+        "allow_tf32": config.allow_tf32,
         "feature_extractor": extractor_name,
         "image_size": list(image_size),
         "state_version": _STATE_VERSION,
@@ -977,8 +984,6 @@ def evaluate_generation(
     plan = make_sample_plan(config.seed, config.num_samples, config.label_sampling, num_classes)
     pipeline.scheduler = build_sampling_scheduler(pipeline.scheduler, config.sampler, config.shift)
     pipeline.to(device)
-    if config.dtype != "float32":
-        pipeline.transformer.to(dtype=getattr(torch, config.dtype))
     pipeline.set_progress_bar_config(disable=True)
     image_size = generated_image_size(pipeline)
     pipeline_description = describe_pipeline(pipeline, config.pipeline)
@@ -998,11 +1003,11 @@ def evaluate_generation(
     # ---- the reference first: a bad one fails before hours of sampling ----
     reference = load_reference(config, extractor, accelerator, image_size, notes, warnings_list, num_classes)
 
-    # ---- generate and score each guidance scale ----
+    # ---- generate every guidance scale, then score them (other processes need not wait for the scoring) ----
     metrics_function = metrics_function or _default_metrics_function
     num_chunks = plan.num_chunks(config.samples_per_chunk)
     my_chunks = chunks_for_process(num_chunks, accelerator.process_index, accelerator.num_processes)
-    rows = []
+    generated_per_scale = {}
     for guidance_scale in config.guidance_scales:
         scale_dir = guidance_scale_dir(output_dir, guidance_scale)
         fingerprint = generation_fingerprint(config, guidance_scale, pipeline_description, scheduler_config,
@@ -1012,65 +1017,81 @@ def evaluate_generation(
             if not resume:
                 _remove_chunks(scale_dir)
         accelerator.wait_for_everyone()
-        generated, stopped = generate_chunks(
-            pipeline, plan, my_chunks, scale_dir, fingerprint, config, guidance_scale, extractor, resume,
-            stop_after=_stop_after_chunks, show_progress=accelerator.is_local_main_process,
-        )
+        with _tf32(config.allow_tf32):
+            generated, stopped = generate_chunks(
+                pipeline, plan, my_chunks, scale_dir, fingerprint, config, guidance_scale, extractor, resume,
+                stop_after=_stop_after_chunks, show_progress=accelerator.is_local_main_process,
+            )
         if stopped:
             return None
-        generated_counts = gather_object([len(generated)])
-        if accelerator.is_main_process:
-            metrics = metrics_function(
-                guidance_scale=guidance_scale, scale_dir=scale_dir, plan=plan, reference=reference,
-                fingerprint=fingerprint, samples_per_chunk=config.samples_per_chunk,
-                precision_recall_k=config.precision_recall_k, device=device,
-            )
-            for note in metrics.pop("notes", []):
-                if note not in notes:
-                    notes.append(note)
-            row = {"guidance_scale": guidance_scale, "guidance_interval": list(config.guidance_interval), **metrics,
-                   "directory": str(scale_dir), "fingerprint": fingerprint, "chunks": num_chunks,
-                   "chunks_generated_this_run": int(sum(generated_counts))}
-            if config.save_images:
-                row["samples_grid"] = _save_grid(scale_dir, config.save_images, notes)
-            rows.append(row)
-            logger.info(f"guidance scale {guidance_scale:g}: gFID {row.get('gfid')}")
+        # Also the barrier: every chunk of this scale is on disk after it.
+        generated_per_scale[guidance_scale] = (fingerprint, int(sum(gather_object([len(generated)]))))
+    if not accelerator.is_main_process:
+        return None
 
-    results = None
-    if accelerator.is_main_process:
-        best = select_best_guidance_scale(rows)
-        for row in rows:
-            row["best"] = best is not None and row is best
-        for warning in warnings_list:
-            warnings.warn(warning, UserWarning, stacklevel=2)
-        results = {
-            "settings": {
-                **_jsonable(asdict(config)),
-                "guidance_scales": config.guidance_scales,
-                "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
-                "shift_effective": None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift"),
-                "dynamic_shifting": bool(scheduler_config.get("use_dynamic_shifting", False)),
-                "scheduler_class": type(pipeline.scheduler).__name__,
-                "transformer_evaluations_per_sample": _transformer_evaluations(pipeline, config.num_inference_steps),
-                "image_size": list(image_size),
-                "num_processes": accelerator.num_processes,
-                "num_chunks": num_chunks,
-                "sample_plan": plan.describe(),
-            },
-            "pipeline": pipeline_description,
-            "feature_extractor": extractor.describe(),
-            "reference": reference.description,
-            "versions": package_versions(),
-            "metrics": _headline(best if best is not None else rows[0]),
-            "best_guidance_scale": best["guidance_scale"] if best is not None else None,
-            "rows": rows,
-            "warnings": warnings_list,
-            "notes": notes,
-            "wall_time_seconds": time.perf_counter() - started,
-        }
-        write_generation_results(output_dir, results)
-    accelerator.wait_for_everyone()
+    rows = []
+    for guidance_scale, (fingerprint, generated_count) in generated_per_scale.items():
+        scale_dir = guidance_scale_dir(output_dir, guidance_scale)
+        metrics = metrics_function(
+            guidance_scale=guidance_scale, scale_dir=scale_dir, plan=plan, reference=reference,
+            fingerprint=fingerprint, samples_per_chunk=config.samples_per_chunk,
+            precision_recall_k=config.precision_recall_k, device=device,
+        )
+        for note in metrics.pop("notes", []):
+            if note not in notes:
+                notes.append(note)
+        row = {"guidance_scale": guidance_scale, "guidance_interval": list(config.guidance_interval), **metrics,
+               "directory": str(scale_dir), "fingerprint": fingerprint, "chunks": num_chunks,
+               "chunks_generated_this_run": generated_count}
+        if config.save_images:
+            row["samples_grid"] = _save_grid(scale_dir, config.save_images, notes)
+        rows.append(row)
+        logger.info(f"guidance scale {guidance_scale:g}: gFID {row.get('gfid')}")
+
+    best = select_best_guidance_scale(rows)
+    for row in rows:
+        row["best"] = best is not None and row is best
+    for warning in warnings_list:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    results = {
+        "settings": {
+            **_jsonable(asdict(config)),
+            "guidance_scale": None if config.cfg_sweep is not None else config.guidance_scale,
+            "guidance_scales": config.guidance_scales,
+            "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
+            "shift_effective": None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift"),
+            "dynamic_shifting": bool(scheduler_config.get("use_dynamic_shifting", False)),
+            "scheduler_class": type(pipeline.scheduler).__name__,
+            "transformer_evaluations_per_sample": _transformer_evaluations(pipeline, config.num_inference_steps),
+            "image_size": list(image_size),
+            "num_processes": accelerator.num_processes,
+            "num_chunks": num_chunks,
+            "sample_plan": plan.describe(),
+        },
+        "pipeline": pipeline_description,
+        "feature_extractor": extractor.describe(),
+        "reference": reference.description,
+        "versions": package_versions(),
+        "metrics": _headline(best if best is not None else rows[0]),
+        "best_guidance_scale": best["guidance_scale"] if best is not None else None,
+        "rows": rows,
+        "warnings": warnings_list,
+        "notes": notes,
+        "wall_time_seconds": time.perf_counter() - started,
+    }
+    write_generation_results(output_dir, results)
     return results
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    """TF32 matmuls and convolutions on CUDA inside the block; the previous settings afterwards."""
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 def _default_metrics_function(guidance_scale, scale_dir, plan, reference, fingerprint, samples_per_chunk,
@@ -1099,8 +1120,8 @@ def _transformer_evaluations(pipeline, num_inference_steps: int) -> int | None:
     try:
         config = pipeline.transformer.config
         num_tokens = (config.sample_size // config.patch_size) ** 2
-        return int(len(pipeline._set_timesteps(num_inference_steps, num_tokens, torch.device("cpu"))))
-    except Exception:  # only a record; sampling itself reports scheduler problems
+        return len(pipeline._set_timesteps(num_inference_steps, num_tokens, torch.device("cpu")))
+    except (ValueError, TypeError, AttributeError):  # only a record; sampling itself reports scheduler problems
         return None
 
 
@@ -1164,10 +1185,12 @@ def generation_markdown(results: dict[str, Any]) -> str:
     shift = settings["shift_effective"] if not settings["dynamic_shifting"] else "dynamic"
     lines += [
         "",
-        f"{settings['num_samples']} samples per scale ({settings['label_sampling']} labels over "
-        f"{settings['sample_plan']['num_classes']} classes, seed {settings['seed']}), {settings['image_size'][0]}x"
-        f"{settings['image_size'][1]}; {settings['sampler']} ({settings['scheduler_class']}), "
-        f"{settings['num_inference_steps']} steps, shift {shift}; pipeline {results['pipeline']['path']}.",
+        (
+            f"{settings['num_samples']} samples per scale ({settings['label_sampling']} labels over "
+            f"{settings['sample_plan']['num_classes']} classes, seed {settings['seed']}), {settings['image_size'][0]}x"
+            f"{settings['image_size'][1]}; {settings['sampler']} ({settings['scheduler_class']}), "
+            f"{settings['num_inference_steps']} steps, shift {shift}; pipeline {results['pipeline']['path']}."
+        ),
         f"Features: {extractor['name']}; reference: {reference_text}.",
     ]
     for warning in results.get("warnings", []):

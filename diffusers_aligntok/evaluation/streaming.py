@@ -118,7 +118,7 @@ def iterate_batches(
     loader = torch.utils.data.DataLoader(
         IndexedItems(dataset), batch_sampler=sampler, num_workers=num_workers, persistent_workers=False
     )
-    yield from zip(batch_ids, loader)
+    yield from zip(batch_ids, loader, strict=True)
 
 
 def atomic_torch_save(state: Any, path: str | os.PathLike) -> Path:

@@ -308,18 +308,22 @@ def load_tokenizer(
     return adapter.to(device) if device is not None else adapter
 
 
-def common_resolution_hint(adapters: list[DiffusersAutoencoderAdapter], resolution: int) -> int:
-    """The nearest resolution >= `resolution` that every adapter's spatial factor divides."""
-    factor = math.lcm(*(adapter.spatial_factor for adapter in adapters))
-    return _round_up(resolution, factor)
-
-
 def check_resolution_for_all(adapters: list[DiffusersAutoencoderAdapter], height: int, width: int) -> None:
-    """Raises one `ValueError` naming every tokenizer that cannot take `height x width` images."""
+    """Raises one `ValueError` naming every tokenizer that cannot take `height x width` images.
+
+    Adapters without a `check_image_size` method (any object with the protocol's attributes) are checked against
+    their `spatial_factor`.
+    """
     problems = []
     for adapter in adapters:
         try:
-            adapter.check_image_size(height, width)
+            if hasattr(adapter, "check_image_size"):
+                adapter.check_image_size(height, width)
+            elif height % adapter.spatial_factor or width % adapter.spatial_factor:
+                raise ValueError(
+                    f"{adapter.name}: image size {height}x{width} is not a multiple of its spatial factor "
+                    f"{adapter.spatial_factor}."
+                )
         except ValueError as error:
             problems.append(str(error))
     if problems:

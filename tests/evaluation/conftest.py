@@ -39,9 +39,6 @@ class IdentityTokenizer:
     def decode(self, latents):
         return latents.float()
 
-    def check_image_size(self, height, width):
-        return None
-
 
 @pytest.fixture(scope="session")
 def tiny_aligntok_dir(tmp_path_factory):

@@ -25,11 +25,9 @@ from diffusers_aligntok.evaluation.generation import (
     select_best_guidance_scale,
 )
 
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import evaluate_generation as evaluate_generation_script  # noqa: E402
-
 
 NUM_CLASSES = 10
 
@@ -65,11 +63,12 @@ def statistics_cache(tmp_path_factory) -> Path:
 
 
 def _config(pipeline_dir, cache, **overrides) -> GenerationEvaluationConfig:
-    settings = dict(
-        pipeline=str(pipeline_dir), num_samples=40, batch_size=10, samples_per_chunk=10, num_inference_steps=2,
-        reference="builtin:shapes", reference_num_samples=48, precision_recall_reference_samples=24,
-        feature_extractor="random-inception-standin", fid_statistics_cache=str(cache), num_workers=0,
-    )
+    settings = {
+        "pipeline": str(pipeline_dir), "num_samples": 40, "batch_size": 10, "samples_per_chunk": 10,
+        "num_inference_steps": 2, "reference": "builtin:shapes", "reference_num_samples": 48,
+        "precision_recall_reference_samples": 24, "feature_extractor": "random-inception-standin",
+        "fid_statistics_cache": str(cache), "num_workers": 0,
+    }
     settings.update(overrides)
     return GenerationEvaluationConfig(**settings)
 
