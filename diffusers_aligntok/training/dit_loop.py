@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -21,7 +20,7 @@ from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, s
 from .config import config_to_dict
 from .dit_config import DiTConfig
 from .flow_matching import flow_matching_loss
-from .io_utils import flatten_for_trackers, save_pretrained_atomically, to_jsonable
+from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
 from .step import raise_if_not_finite
 from .validation import image_grid
@@ -61,14 +60,7 @@ def load_validation_tokenizer(config: DiTConfig, dataset: CachedLatentDataset) -
 def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
     training, optimizer_config = config.training, config.optimizer
     output_dir = Path(output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        mixed_precision=training.mixed_precision,
-        log_with=None if training.report_to in ("", "none") else training.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=training.seed),
-    )
-    set_seed(training.seed)
+    accelerator = build_accelerator(training, output_dir)
 
     # ---- data and models (a mismatched tokenizer fails here, before any step) ----
     dataset = CachedLatentDataset(config.data.cache_dir, random_flip=config.data.random_flip, seed=training.seed)

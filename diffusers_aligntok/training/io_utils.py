@@ -1,10 +1,29 @@
-"""Small helpers shared by the training loops: atomic exports and JSON-friendly configs."""
+"""Small helpers shared by the training loops: the Accelerator, atomic exports and JSON-friendly configs."""
 
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+
+def build_accelerator(training_config, project_dir: str | Path):
+    """The `Accelerator` of a training run, from a config with the usual `training:` fields; seeds everything."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    project_dir = Path(project_dir)
+    report_to = training_config.report_to
+    accelerator = Accelerator(
+        gradient_accumulation_steps=training_config.gradient_accumulation_steps,
+        mixed_precision=training_config.mixed_precision,
+        log_with=None if report_to in ("", "none") else report_to,
+        project_config=ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(project_dir / "logs")),
+        # Epoch-seeded shuffling makes the data order a function of (seed, epoch), so a resume replays it exactly.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=training_config.seed),
+    )
+    set_seed(training_config.seed)
+    return accelerator
 
 
 def save_pretrained_atomically(model_or_pipeline, directory: str | Path) -> Path:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -22,7 +21,7 @@ from ..losses import PatchGANDiscriminator, ReconstructionLoss, build_perceptual
 from ..models import AlignedAutoencoderKL
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import StageConfig, config_to_dict
-from .io_utils import flatten_for_trackers, save_pretrained_atomically, to_jsonable
+from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
 from .step import TokenizerTrainingComponents, tokenizer_training_step
 from .validation import psnr, reconstruct, save_reconstruction_grid
@@ -37,15 +36,7 @@ def run_stage(
     """Trains one stage and writes `<output_dir>/stage<k>/model` (diffusers format) plus its config and metrics."""
     training, optimizer_config, loss_config = config.training, config.optimizer, config.loss
     stage_dir = stage_output_dir(output_dir, stage)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
-        mixed_precision=training.mixed_precision,
-        log_with=None if training.report_to in ("", "none") else training.report_to,
-        project_config=ProjectConfiguration(project_dir=str(stage_dir), logging_dir=str(stage_dir / "logs")),
-        # Epoch-seeded shuffling makes the data order a function of (seed, epoch), so a resume replays it exactly.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=training.seed),
-    )
-    set_seed(training.seed)
+    accelerator = build_accelerator(training, stage_dir)
 
     # ---- data (fails early on an empty or unreadable source, before models are built) ----
     with accelerator.main_process_first():  # one rank fills the datasets cache, the others read it

@@ -59,16 +59,6 @@ ENCODER_CLASSES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_intra_op_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine spinning OpenMP workers made
-    # these tests 5-10x slower (measured); the previous setting is restored for other modules.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_images(batch_size: int = 2, height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch_size, 3, height, width, generator=generator) * 2 - 1

@@ -58,15 +58,6 @@ def record_forward_calls(module: torch.nn.Module):
         handle.remove()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # Tiny models spend their time in thread synchronisation: one thread is ~10x faster than two on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def flux_pipe():
     return _quiet(FluxPipeline(**tiny_flux_components()))

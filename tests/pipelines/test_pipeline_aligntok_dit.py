@@ -30,15 +30,6 @@ LATENT_CHANNELS = 8
 VAE_FACTOR = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    # Tiny models spend their time in thread synchronisation: one thread is much faster on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build_tiny_dit(**overrides) -> LightningDiTTransformer2DModel:
     torch.manual_seed(0)
     model = LightningDiTTransformer2DModel(
