@@ -148,7 +148,7 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
 
     tokenizer_config = _write_config(configs / "demo_cpu.yaml", output_dir / "configs" / "tokenizer.yaml", {
         "common.model.foundation_encoder": foundation_encoder,
-        "stages.1.training.max_train_steps": steps(300),
+        "stages.1.training.max_train_steps": steps(250),
         "stages.2.training.max_train_steps": steps(150),
         "stages.3.training.max_train_steps": steps(150),
     })
@@ -173,7 +173,7 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
     dit_config = _write_config(configs / "dit_demo_cpu.yaml", output_dir / "configs" / "dit.yaml", {
         "data.cache_dir": str(cache_dir),
         "validation.tokenizer": str(tokenizer_dir),
-        "training.max_train_steps": steps(600),
+        "training.max_train_steps": steps(500),
     })
     dit_metrics = train_dit.main(["--config", str(dit_config), "--output_dir", str(output_dir / "dit")])
     save_class_grid(output_dir / "dit" / "pipeline", output_dir / "samples.png", samples_per_class=8,
@@ -194,7 +194,7 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
     return metrics
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="runs/demo")
     parser.add_argument("--foundation_encoder", default=None,
@@ -209,7 +209,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {stage: {k: round(v, 3) for k, v in values.items() if k != "reconstructions"} for stage, values in metrics["stages"].items()}
     print(json.dumps({"stages": summary, "dit_loss": [metrics["dit"]["loss_first"], metrics["dit"]["loss_last"]],
                       "seconds": metrics["seconds"], "output_dir": metrics["output_dir"]}, indent=2))
-    return metrics
 
 
 if __name__ == "__main__":
