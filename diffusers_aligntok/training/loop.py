@@ -153,6 +153,9 @@ def run_stage(
     )
     num_skipped_images = torch.zeros((), device=accelerator.device)
     last_logs: dict[str, float] = {}
+    first_logs: dict[str, float] = {}
+    # Reconstruction quality before this run's first step: the baseline the stage's metrics are compared with.
+    psnr_at_start = float(psnr(validation_images, reconstruct(raw_tokenizer, validation_images)).mean()) if accelerator.is_main_process else None
     images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
     progress = tqdm(
         total=training.max_train_steps, initial=global_step, desc=f"stage {stage}", disable=not accelerator.is_local_main_process
@@ -187,6 +190,7 @@ def run_stage(
                 last_logs["throughput/images_per_second"] = images_per_step * training.log_every_steps / max(elapsed, 1e-9)
                 last_logs["data/skipped_corrupt_images"] = float(accelerator.reduce(num_skipped_images.clone(), "sum"))
                 accelerator.log(last_logs, step=global_step)
+                first_logs = first_logs or dict(last_logs)
                 progress.set_postfix(loss=f"{last_logs['loss/total']:.4f}", img_s=f"{last_logs['throughput/images_per_second']:.1f}")
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
                 save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit)
@@ -208,7 +212,10 @@ def run_stage(
         metrics = {
             "stage": stage,
             "global_step": global_step,
+            "validation_psnr_at_start": psnr_at_start,
             "validation_psnr": float(psnr(images, reconstructions).mean()),
+            # Losses of the first logged step (computed before its update) and of the last one.
+            "first_losses": {k: v for k, v in first_logs.items() if k.startswith(("loss/", "gan/"))},
             "final_losses": {k: v for k, v in last_logs.items() if k.startswith(("loss/", "gan/"))},
             "skipped_corrupt_images": total_skipped,
             "num_processes": accelerator.num_processes,

@@ -70,17 +70,25 @@ def test_all_stages_write_loadable_models_and_metrics(finished_run):
     assert "loss/semantic_preservation" in stage2["final_losses"]
 
 
+def _changed(before: torch.nn.Module, after: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+
+
 def test_stage_freezing_rules(finished_run, foundation_encoder_dir):
     pretrained = Dinov2Model.from_pretrained(foundation_encoder_dir).state_dict()
     stage1, stage2, stage3 = (AlignedAutoencoderKL.from_pretrained(finished_run / f"stage{k}" / "model") for k in (1, 2, 3))
-    # Stage 1: the encoder is the pretrained one, untouched.
+    # Stage 1: the encoder is the pretrained one, untouched; adapter and decoder move between its checkpoints.
     for name, tensor in stage1.encoder.state_dict().items():
         assert torch.equal(tensor, pretrained[name]), name
-    # Stage 2 fine-tunes the encoder.
-    assert not torch.equal(
-        stage1.encoder.embeddings.patch_embeddings.projection.weight,
-        stage2.encoder.embeddings.patch_embeddings.projection.weight,
-    )
+    at_step_2 = AlignedAutoencoderKL.from_pretrained(finished_run / "stage1" / "checkpoints" / "checkpoint-2" / "tokenizer")
+    assert not _changed(at_step_2.encoder, stage1.encoder)
+    assert _changed(at_step_2.adapter, stage1.adapter) and _changed(at_step_2.decoder, stage1.decoder)
+    # Stage 2 changes all three, and starts exactly at stage 1's latents: L_sp is zero at its first step.
+    assert _changed(stage1.encoder, stage2.encoder)
+    assert _changed(stage1.adapter, stage2.adapter) and _changed(stage1.decoder, stage2.decoder)
+    stage2_metrics = json.loads((finished_run / "stage2" / "metrics.json").read_text())
+    assert stage2_metrics["first_losses"]["loss/semantic_preservation"] == 0.0
+    assert stage2_metrics["final_losses"]["loss/semantic_preservation"] > 0.0
     # Stage 3: encoder + adapter are bit-for-bit stage 2's, only the decoder moved.
     for name, tensor in stage2.state_dict().items():
         if name.startswith(("encoder.", "adapter.")):
