@@ -35,27 +35,11 @@ from diffusers.image_processor import VaeImageProcessor
 
 import diffusers_aligntok
 from diffusers_aligntok import PRESETS, AlignedAutoencoderKL
+from diffusers_aligntok.evaluation.tokenizer_adapters import FLUX_VAE_CONFIG  # FLUX.1-dev vae/config.json
 from diffusers_aligntok.testing_utils import synthetic_test_image
 
 
 TIMED_PRESET = "aligntok-dinov2-large-f16d32"
-# black-forest-labs/FLUX.1-dev vae/config.json
-FLUX_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=16,
-    norm_num_groups=32,
-    sample_size=1024,
-    scaling_factor=0.3611,
-    shift_factor=0.1159,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-    force_upcast=True,
-)
 
 
 def parse_args():

@@ -61,7 +61,7 @@ from .linear_probe import LinearProbeConfig, latent_probe_features, linear_probe
 from .reconstruction_metrics import ReconstructionMetricSums, check_matching_pair, quantize_reconstructions
 from .report import RECONSTRUCTIONS_PNG, package_versions, save_side_by_side, write_results
 from .streaming import atomic_torch_save, build_evaluation_dataset, iterate_batches, shard_batches
-from .tokenizer_adapters import DiffusersAutoencoderAdapter, check_resolution_for_all, load_tokenizer
+from .tokenizer_adapters import DiffusersAutoencoderAdapter, _jsonable, check_resolution_for_all, load_tokenizer
 
 
 logger = logging.getLogger(__name__)
@@ -608,11 +608,3 @@ def _make_names_unique(adapters) -> None:
             adapter.name = f"{adapter.name} #{count + 1}"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
