@@ -68,7 +68,7 @@ from .fid import (
     reference_statistics_path,
     save_reference_statistics,
 )
-from .report import package_versions
+from .report import package_versions, write_json_and_markdown
 from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_batches, shard_batches
 
 logger = logging.getLogger(__name__)
@@ -1202,14 +1202,6 @@ def generation_markdown(results: dict[str, Any]) -> str:
 
 def write_generation_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes `results.json` and `results.md` atomically and returns their paths."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in ((RESULTS_JSON, json.dumps(_jsonable(results), indent=2) + "\n"),
-                       (RESULTS_MARKDOWN, generation_markdown(results))):
-        path = output_dir / name
-        temporary = path.with_name(name + ".incomplete")
-        temporary.write_text(text)
-        os.replace(temporary, path)
-        paths.append(path)
-    return paths[0], paths[1]
+    return write_json_and_markdown(
+        output_dir, json.dumps(_jsonable(results), indent=2) + "\n", generation_markdown(results)
+    )

@@ -77,18 +77,23 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
-    """Writes `results.json` and `results.md` (atomically) and returns their paths."""
+def write_json_and_markdown(output_dir: str | os.PathLike, json_text: str, markdown: str) -> tuple[Path, Path]:
+    """Writes `results.json` and `results.md` atomically (temporary name, then rename) and returns their paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in ((RESULTS_JSON, json.dumps(results, indent=2, default=str) + "\n"), (RESULTS_MARKDOWN, markdown_table(results))):
+    for name, text in ((RESULTS_JSON, json_text), (RESULTS_MARKDOWN, markdown)):
         path = output_dir / name
         temporary = path.with_name(name + ".incomplete")
         temporary.write_text(text)
         os.replace(temporary, path)
         paths.append(path)
     return paths[0], paths[1]
+
+
+def write_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
+    """Writes the tokenizer evaluation's `results.json` and `results.md` (atomically) and returns their paths."""
+    return write_json_and_markdown(output_dir, json.dumps(results, indent=2, default=str) + "\n", markdown_table(results))
 
 
 def _to_pil(image: torch.Tensor, size: int) -> Image.Image:
