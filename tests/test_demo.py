@@ -22,5 +22,6 @@ def test_demo_runs_end_to_end_and_writes_every_output(tmp_path):
     assert (output_dir / "samples.png").is_file() and metrics["dit"]["loss_curve"]
     # The toy encoder went through transformers' save_pretrained and the real loading path.
     assert (output_dir / "foundation_encoder" / "config.json").is_file()
+    assert 0 <= metrics["foundation_encoder"]["pretraining"]["held_out_accuracy"] <= 1
     AlignedAutoencoderKL.from_pretrained(output_dir / "stage3" / "model")
     AlignTokDiTPipeline.from_pretrained(output_dir / "dit" / "pipeline")
