@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo train-tiny benchmark clean
+.PHONY: install test demo train-tiny train-t2i-tiny benchmark clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,15 @@ demo: install
 # The main job on the built-in data: all three alignment stages of the tiny recipe, on CPU, in well under a minute.
 train-tiny: install
 	HF_HUB_OFFLINE=1 $(PYTHON) training/train_stage.py --config training/configs/tiny_cpu.yaml --stage all --output_dir runs/tiny
+
+# Text-to-image smoke run on a copy of the tiny tokenizer above, given FLUX-style global latent statistics first:
+# a tiny FLUX transformer with tiny random text encoders on the built-in captioned shapes.
+train-t2i-tiny: train-tiny
+	rm -rf runs/t2i_tiny_vae && cp -r runs/tiny/stage3/model runs/t2i_tiny_vae
+	HF_HUB_OFFLINE=1 $(PYTHON) training/compute_latent_statistics.py --model runs/t2i_tiny_vae --data builtin:shapes \
+		--resolution 32 --num_samples 256 --normalization global --write
+	HF_HUB_OFFLINE=1 $(PYTHON) training/train_t2i.py --config training/configs/t2i_tiny_cpu.yaml \
+		--vae runs/t2i_tiny_vae --output_dir runs/t2i_tiny
 
 benchmark: install
 	$(PYTHON) benchmarks/autoencoder_cpu_cost.py

@@ -23,7 +23,7 @@ from .models import (
     LightningDiTTransformer2DModel,
     get_preset,
 )
-from .pipelines import AlignTokDiTPipeline
+from .pipelines import AlignTokDiTPipeline, AlignTokFluxPipeline
 
 
 __version__ = "0.1.0.dev0"
@@ -31,6 +31,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AlignedAutoencoderKL",
     "AlignTokDiTPipeline",
+    "AlignTokFluxPipeline",
     "AlignTokPreset",
     "DeterministicLatentDistribution",
     "DIT_PRESETS",

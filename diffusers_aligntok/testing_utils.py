@@ -148,15 +148,17 @@ def build_tiny_flux_transformer(
     pooled_projection_dim: int = TINY_CLIP_HIDDEN_SIZE,
     guidance_embeds: bool = True,
     seed: int = 0,
+    latent_patch_size: int = 2,
 ) -> FluxTransformer2DModel:
     """A 1 double-stream + 1 single-stream block Flux transformer for `latent_channels`-channel latents.
 
-    FluxPipeline packs latents into 2x2 patches, so the transformer sees `4 * latent_channels` input channels.
+    FluxPipeline packs latents into 2x2 patches, so the transformer sees `4 * latent_channels` input channels;
+    `latent_patch_size=1` builds one for `AlignTokFluxPipeline`'s unpacked tokens (`latent_channels` inputs).
     """
     torch.manual_seed(seed)
     return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=4 * latent_channels,
+        in_channels=latent_patch_size**2 * latent_channels,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,

@@ -4,9 +4,10 @@ The only new part in the pipeline is the VAE: `FluxPipeline` reads `vae_scale_fa
 `shift_factor` from `AlignedAutoencoderKL`'s config exactly as from `AutoencoderKL`'s.
 
 Important: the stock FLUX.1 transformer was trained on FLUX VAE latents (16 channels, f8). Swapping in a different
-VAE alone gives noise; the transformer must be one trained on AlignTok latents (for example the paper's FLUX-
-architecture text-to-image model, whose `in_channels` is 4 x the tokenizer's `latent_channels` because Flux packs
-2x2 latent patches).
+VAE alone gives noise; the transformer must be one trained on AlignTok latents (`training/train_t2i.py`). With 2x2
+packing (`in_channels` = 4 x the tokenizer's `latent_channels`) the stock `FluxPipeline` runs it; with patch 1 (our
+recipe's default for f16 latents, see `diffusers_aligntok/pipelines/pipeline_aligntok_flux.py`) `AlignTokFluxPipeline`
+does. `examples/text_to_image.py` samples a pipeline saved by `train_t2i.py` at every aspect-ratio bucket.
 
 Usage:
     # Offline smoke run: tiny random components, a few seconds on a CPU (the image is noise).
@@ -23,7 +24,8 @@ import argparse
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 
-from diffusers_aligntok import AlignedAutoencoderKL  # import before loading any pipeline that names it
+from diffusers_aligntok import AlignedAutoencoderKL, AlignTokFluxPipeline  # import before loading pipelines naming them
+from diffusers_aligntok.pipelines import latent_patch_size
 
 
 def parse_args():
@@ -56,13 +58,11 @@ def build_pipeline(args, dtype):
     transformer = FluxTransformer2DModel.from_pretrained(
         args.transformer, subfolder=args.transformer_subfolder, dtype=dtype
     )
-    if transformer.config.in_channels != 4 * vae.config.latent_channels:
-        raise SystemExit(
-            f"The transformer takes {transformer.config.in_channels} channels but Flux packs 2x2 patches of the VAE's "
-            f"{vae.config.latent_channels}-channel latents into {4 * vae.config.latent_channels}: it was not trained "
-            "on this tokenizer."
-        )
-    return FluxPipeline.from_pretrained(args.pretrained_model, vae=vae, transformer=transformer, dtype=dtype)
+    # Patch 2 (in_channels = 4 x latent channels) is stock FluxPipeline packing; our text-to-image recipe feeds f16
+    # AlignTok latents with patch 1 (same token count as the FLUX VAE arm), which AlignTokFluxPipeline adds.
+    patch = latent_patch_size(transformer.config.in_channels, vae.config.latent_channels)  # clear error if neither
+    pipeline_class = FluxPipeline if patch == 2 else AlignTokFluxPipeline
+    return pipeline_class.from_pretrained(args.pretrained_model, vae=vae, transformer=transformer, dtype=dtype)
 
 
 def main():

@@ -163,13 +163,19 @@ def compute_fid_from_features(real_features: np.ndarray | torch.Tensor, fake_fea
     return fid_from_statistics(real, fake)
 
 
-def fid_sample_count_warning(num_samples: int, minimum: int = MIN_SAMPLES_FOR_STABLE_FID) -> str | None:
-    """The warning to give (and record) when an FID rests on too few samples, else None."""
+def fid_sample_count_warning(
+    num_samples: int, minimum: int = MIN_SAMPLES_FOR_STABLE_FID, protocol_num_samples: int = PROTOCOL_NUM_SAMPLES
+) -> str | None:
+    """The warning to give (and record) when an FID rests on too few samples, else None.
+
+    `protocol_num_samples` is the count of the protocol being reproduced (50,000 for ImageNet, 6,000 for COCO-6K).
+    """
     if num_samples >= minimum:
         return None
+    stable = f" (at least {minimum:,} for a stable estimate)" if minimum != protocol_num_samples else ""
     return (
-        f"FID with {num_samples} samples is biased upward; the protocol uses {PROTOCOL_NUM_SAMPLES:,} (at least "
-        f"{minimum:,} for a stable estimate). Compare FIDs only at equal sample counts."
+        f"FID with {num_samples} samples is biased upward; the protocol uses {protocol_num_samples:,}{stable}. "
+        "Compare FIDs only at equal sample counts."
     )
 
 

@@ -181,21 +181,27 @@ class GenerationEvaluationConfig:
         if self.shift is not None and not (isinstance(self.shift, (int, float)) and self.shift > 0):
             raise ValueError(f"shift must be a positive number (1.0 means no shift) or None, got {self.shift!r}.")
         self.guidance_interval = check_guidance_interval(self.guidance_interval)
-        if self.cfg_sweep is not None:
-            self.cfg_sweep = [float(scale) for scale in self.cfg_sweep]
-            if not self.cfg_sweep:
-                raise ValueError("cfg_sweep is empty; give at least one guidance scale, e.g. 1.0,1.5,2.0.")
-            if len(set(self.cfg_sweep)) != len(self.cfg_sweep):
-                raise ValueError(f"cfg_sweep lists a scale twice: {self.cfg_sweep}.")
-        for scale in self.guidance_scales:
-            if not math.isfinite(scale) or scale < 0:
-                raise ValueError(f"Guidance scales must be finite and >= 0, got {scale}.")
+        self.cfg_sweep = check_guidance_scales(self.cfg_sweep, self.guidance_scale, minimum=0.0, example="1.0,1.5,2.0")
         if self.num_classes is not None and self.num_classes <= 0:
             raise ValueError(f"num_classes must be positive or None (the transformer's), got {self.num_classes}.")
 
     @property
     def guidance_scales(self) -> list[float]:
         return list(self.cfg_sweep) if self.cfg_sweep is not None else [float(self.guidance_scale)]
+
+
+def check_guidance_scales(cfg_sweep: Sequence[float] | None, guidance_scale: float, minimum: float, example: str) -> list[float] | None:
+    """Validates a guidance scale or a CFG sweep (non-empty, no repeats, finite, >= `minimum`); returns the sweep."""
+    if cfg_sweep is not None:
+        cfg_sweep = [float(scale) for scale in cfg_sweep]
+        if not cfg_sweep:
+            raise ValueError(f"cfg_sweep is empty; give at least one guidance scale, e.g. {example}.")
+        if len(set(cfg_sweep)) != len(cfg_sweep):
+            raise ValueError(f"cfg_sweep lists a scale twice: {cfg_sweep}.")
+    for scale in cfg_sweep if cfg_sweep is not None else [float(guidance_scale)]:
+        if not math.isfinite(scale) or scale < minimum:
+            raise ValueError(f"Guidance scales must be finite and >= {minimum:g}, got {scale}.")
+    return cfg_sweep
 
 
 def check_guidance_interval(interval: Sequence[float]) -> tuple[float, float]:

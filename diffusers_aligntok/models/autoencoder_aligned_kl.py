@@ -360,7 +360,7 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
                 f"Image size {height}x{width} is not a multiple of {factor}, the spatial factor of this tokenizer. "
                 f"Resize or crop to {_nearest_multiple(height, factor)}x{_nearest_multiple(width, factor)}."
             )
-        if not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and not x.is_meta:  # meta tensors (cost counting) have no values
             low, high = torch.aminmax(x.detach())
             if low.item() < -_IMAGE_RANGE_WARNING_THRESHOLD or high.item() > _IMAGE_RANGE_WARNING_THRESHOLD:
                 warnings.warn(

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,13 @@ def save_checkpoint(
     global_step: int,
     training_state: dict[str, Any],
     total_limit: int | None,
+    extra_save: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Saves the full training state at `global_step` atomically; every rank must call it."""
+    """Saves the full training state at `global_step` atomically; every rank must call it.
+
+    `extra_save(directory)`, if given, runs on every rank after accelerate's state is written and before the rename,
+    for per-rank state accelerate does not know (the sharded EMA of an FSDP run).
+    """
     checkpoints_dir = Path(checkpoints_dir)
     final_path = checkpoints_dir / f"checkpoint-{global_step}"
     temporary_path = checkpoints_dir / f"checkpoint-{global_step}{INCOMPLETE_SUFFIX}"
@@ -71,6 +77,8 @@ def save_checkpoint(
         temporary_path.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary_path))
+    if extra_save is not None:
+        extra_save(temporary_path)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with open(temporary_path / TRAINING_STATE_FILE, "w", encoding="utf-8") as handle:

@@ -22,7 +22,7 @@ from .dit_config import DiTConfig
 from .flow_matching import flow_matching_loss
 from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
-from .step import raise_if_not_finite
+from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .validation import image_grid
 
 
@@ -146,12 +146,7 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
             with accelerator.accumulate(transformer):
                 loss, logs = flow_matching_loss(transformer, batch["latents"], batch["label"], config.flow)
                 raise_if_not_finite(accelerator, logs, global_step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    logs["grad_norm"] = accelerator.clip_grad_norm_(transformer.parameters(), optimizer_config.max_grad_norm).detach()
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, optimizer_config.max_grad_norm)
             if not accelerator.sync_gradients:
                 continue
             if ema is not None:
@@ -160,9 +155,8 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
             progress.update(1)
             if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
                 elapsed, step_started = time.perf_counter() - step_started, time.perf_counter()
-                values = {name: float(value) for name, value in logs.items()}
-                values["lr"] = lr_scheduler.get_last_lr()[0]
-                values["throughput/images_per_second"] = images_per_step * training.log_every_steps / max(elapsed, 1e-9)
+                values = loggable_values(logs, lr_scheduler, **{
+                    "throughput/images_per_second": images_per_step * training.log_every_steps / max(elapsed, 1e-9)})
                 accelerator.log(values, step=global_step)
                 loss_curve.append({"step": global_step, **values})
                 progress.set_postfix(loss=f"{values['loss/total']:.4f}")

@@ -101,3 +101,19 @@ def raise_if_not_finite(accelerator: Accelerator, logs: dict[str, torch.Tensor],
             f"{ {name: float(logs[name]) for name in bad} }). Nothing was saved over the last good checkpoint; resume "
             "from it with a lower learning rate or stronger gradient clipping (and bf16 rather than fp16)."
         )
+
+
+def backward_and_step(accelerator: Accelerator, model: torch.nn.Module, loss: torch.Tensor, logs: dict[str, torch.Tensor],
+                      optimizer, lr_scheduler, max_grad_norm: float) -> None:
+    """The denoiser update inside `accelerator.accumulate`: backward, clip (logging the norm) on sync steps, step."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm).detach()
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def loggable_values(logs: dict[str, torch.Tensor], lr_scheduler, **extra: float) -> dict[str, float]:
+    """Logged terms as floats, with the learning rate and any extra values (throughput, counters)."""
+    return {**{name: float(value) for name, value in logs.items()}, "lr": lr_scheduler.get_last_lr()[0], **extra}

@@ -1,0 +1,349 @@
+"""Text-to-image training of a FLUX-architecture transformer on a frozen VAE's latents (the loop of `train_t2i.py`).
+
+Flow matching as FLUX: `x_sigma = (1 - sigma) x0 + sigma noise`, velocity target `noise - x0`, logit-normal sigmas
+shifted by FLUX's resolution-dependent `mu` (more image tokens -> noisier training), the transformer called exactly as
+`FluxPipeline` calls it (packed tokens, `timestep = sigma`, RoPE ids, CLIP pooled + T5 states), so the saved pipeline
+samples what was trained.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate.logging import get_logger
+from accelerate.utils import DistributedType, set_seed
+from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
+from tqdm.auto import tqdm
+
+from ..data.aspect_buckets import make_buckets
+from ..data.text_image_datasets import BucketBatchSampler, build_text_image_dataset, collate_text_image_batch
+from ..pipelines.pipeline_aligntok_flux import AlignTokFluxPipeline, latent_image_ids, pack_latents, unpack_latents
+from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
+from .config import config_to_dict
+from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
+from .latent_cache import tokenizer_fingerprint
+from .step import backward_and_step, loggable_values, raise_if_not_finite
+from .t2i_cache import CachedTextImageDataset, build_t2i_cache, collate_cached_batch
+from .t2i_components import FluxTextEncoders, build_transformer, check_transformer_fits, load_vae, normalize_latents, patch_size_for
+from .t2i_config import T2IConfig, T2IFlowConfig
+from .validation import image_grid
+
+
+logger = get_logger(__name__)
+
+# Normalised latents with a std outside this range mean the VAE's scaling_factor/shift_factor were never measured.
+_LATENT_STD_RANGE = (0.5, 2.0)
+
+
+def sample_flux_sigmas(config: T2IFlowConfig, batch_size: int, image_seq_len: int, device) -> torch.Tensor:
+    """Training sigmas: logit-normal, then FLUX's exponential shift with `mu` interpolated from the token count."""
+    sigmas = compute_density_for_timestep_sampling(
+        weighting_scheme=config.timestep_sampling, batch_size=batch_size, logit_mean=config.logit_mean,
+        logit_std=config.logit_std, mode_scale=1.29,
+    ).to(device)
+    if config.resolution_dependent_shift:
+        mu = calculate_shift(image_seq_len, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift)
+        sigmas = math.exp(mu) / (math.exp(mu) + (1 / sigmas.clamp_min(1e-6) - 1))
+    return sigmas
+
+
+def flux_flow_matching_loss(
+    transformer: torch.nn.Module, latents: torch.Tensor, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
+    patch_size: int, config: T2IFlowConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Velocity MSE of the FLUX transformer on normalised `(B, C, h, w)` latents, in float32."""
+    batch, _, height, width = latents.shape
+    rows, columns = height // patch_size, width // patch_size
+    # Not randn_like: it follows the memory layout (VAE outputs can be channels-last), so the same latents would get
+    # different noise depending on where they came from (the cache or a live encode).
+    noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
+    sigmas = sample_flux_sigmas(config, batch, rows * columns, latents.device)
+    noisy = (1 - sigmas.view(-1, 1, 1, 1)) * latents + sigmas.view(-1, 1, 1, 1) * noise
+    prediction = transformer(
+        hidden_states=pack_latents(noisy, patch_size),
+        timestep=sigmas,  # FluxPipeline passes t / 1000 = sigma
+        guidance=None,
+        pooled_projections=pooled_prompt_embeds,
+        encoder_hidden_states=prompt_embeds,
+        txt_ids=torch.zeros(prompt_embeds.shape[1], 3, device=latents.device, dtype=latents.dtype),
+        img_ids=latent_image_ids(rows, columns, latents.device, latents.dtype),
+        return_dict=False,
+    )[0]
+    prediction = unpack_latents(prediction, height, width, patch_size).float()
+    mse = F.mse_loss(prediction, (noise - latents).float())
+    return mse, {"loss/velocity_mse": mse.detach(), "loss/total": mse.detach()}
+
+
+def drop_captions(prompt_embeds, pooled, empty_prompt_embeds, empty_pooled, probability: float):
+    """Caption dropout for CFG: each sample's conditioning becomes the empty caption's with `probability`."""
+    if probability <= 0:
+        return prompt_embeds, pooled
+    drop = torch.rand(prompt_embeds.shape[0], device=prompt_embeds.device) < probability
+    prompt_embeds = torch.where(drop.view(-1, 1, 1), empty_prompt_embeds.to(prompt_embeds), prompt_embeds)
+    pooled = torch.where(drop.view(-1, 1), empty_pooled.to(pooled), pooled)
+    return prompt_embeds, pooled
+
+
+def build_scheduler(config: T2IFlowConfig) -> FlowMatchEulerDiscreteScheduler:
+    """The sampling scheduler with the training's shift settings (saved with the pipeline)."""
+    return FlowMatchEulerDiscreteScheduler(
+        shift=1.0, use_dynamic_shifting=config.resolution_dependent_shift, base_shift=config.base_shift,
+        max_shift=config.max_shift, base_image_seq_len=config.base_image_seq_len, max_image_seq_len=config.max_image_seq_len,
+    )
+
+
+def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
+    training, model_config, data_config = config.training, config.model, config.data
+    output_dir = Path(output_dir)
+    accelerator = build_accelerator(training, output_dir)
+    if training.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+
+    # ---- frozen models, the transformer that fits them, the data: everything that can be wrong fails here ----
+    vae = load_vae(model_config.vae, model_config.vae_subfolder).to(accelerator.device)
+    patch = patch_size_for(vae, model_config.pixels_per_token)
+    text_encoders = FluxTextEncoders(model_config.text_encoders, model_config.max_sequence_length, accelerator.device, weight_dtype)
+    transformer = build_transformer(config, vae, text_encoders.joint_attention_dim, text_encoders.pooled_projection_dim)
+    check_transformer_fits(transformer, vae, patch)
+    buckets = make_buckets(data_config.resolution, data_config.aspect_ratios, model_config.pixels_per_token)
+    dataset = build_text_image_dataset(data_config, buckets)
+    logger.info(f"{dataset.source_description}: {len(dataset)} usable pairs in buckets {dataset.bucket_counts()}; skipped {dataset.skipped}")
+    if data_config.cache_dir:
+        build_t2i_cache(data_config.cache_dir, dataset, vae, model_config.vae, text_encoders, accelerator,
+                        batch_size=training.train_batch_size)
+        train_data = CachedTextImageDataset(data_config.cache_dir)
+        empty_embeds, empty_pooled = train_data.empty_prompt_embeds, train_data.empty_pooled_prompt_embeds
+        collate = collate_cached_batch
+    else:
+        train_data, collate = dataset, collate_text_image_batch
+        empty_embeds, empty_pooled = (tensor[0] for tensor in text_encoders.encode([""]))
+    sampler = BucketBatchSampler(dataset.bucket_of, training.train_batch_size, seed=training.seed,
+                                 num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+    dataloader = torch.utils.data.DataLoader(
+        train_data, batch_sampler=sampler, collate_fn=collate, num_workers=data_config.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(training.seed),  # iterator creation must not draw from the global RNG
+    )
+
+    if training.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    optimizer = torch.optim.AdamW(
+        transformer.parameters(), lr=config.optimizer.learning_rate, betas=(config.optimizer.adam_beta1, config.optimizer.adam_beta2),
+        eps=config.optimizer.adam_epsilon, weight_decay=config.optimizer.weight_decay,
+    )
+    lr_scheduler = get_scheduler(
+        config.optimizer.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=config.optimizer.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=training.max_train_steps * accelerator.num_processes,
+    )
+    transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    raw_transformer: FluxTransformer2DModel = accelerator.unwrap_model(transformer)
+    if training.compile:
+        raw_transformer.compile()
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    # Built after `prepare`, so under FSDP each rank's shadow weights are its own shards.
+    ema = EMAModel(raw_transformer.parameters(), decay=training.ema_decay) if training.ema_decay is not None else None
+    if ema is not None and not fsdp:
+        accelerator.register_for_checkpointing(ema)
+    save_ema_shard = _ema_shard_saver(ema, accelerator) if ema is not None and fsdp else None
+    if ema is not None:
+        ema.to(accelerator.device)
+    set_seed(training.seed)  # the noise / timestep / dropout stream starts from the seed whatever setup consumed
+
+    # ---- resume ----
+    checkpoints_dir = output_dir / "checkpoints"
+    training_state = {
+        "model_config": to_jsonable(dict(raw_transformer.config)),
+        "vae_fingerprint": tokenizer_fingerprint(vae),
+        "data": {"source": dataset.source_description, "buckets": [str(b) for b in buckets], "num_items": len(dataset)},
+        "num_processes": accelerator.num_processes,
+    }
+    global_step = 0
+    resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
+    if resume_path is not None:
+        global_step = check_resume_compatible(resume_path, training_state)["global_step"]
+        accelerator.load_state(str(resume_path))
+        if save_ema_shard is not None:
+            ema.load_state_dict(torch.load(resume_path / f"ema_rank{accelerator.process_index}.pt", weights_only=False))
+        logger.info(f"Resumed text-to-image training from {resume_path} at step {global_step}")
+    steps_per_epoch = max(1, len(sampler) // training.gradient_accumulation_steps)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "training_config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        accelerator.init_trackers("aligntok_t2i", config=flatten_for_trackers(config_to_dict(config)))
+    counters = {"skipped_unreadable": 0, "truncated_clip": 0, "truncated_t5": 0}
+    loss_curve: list[dict[str, float]] = []
+    latent_std: float | None = None
+    progress = tqdm(total=training.max_train_steps, initial=global_step, desc="T2I", disable=not accelerator.is_local_main_process)
+    step_started = time.perf_counter()
+
+    # ---- train ----
+    while global_step < training.max_train_steps:
+        epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
+        start_batch = step_in_epoch * training.gradient_accumulation_steps
+        sampler.set_epoch(epoch, start_batch=start_batch)
+        # Whole optimizer steps only: leftover micro-batches of an epoch would otherwise leak into the next one's
+        # accumulation and break the step -> batch arithmetic a resume relies on.
+        batches_left = steps_per_epoch * training.gradient_accumulation_steps - start_batch
+        for batch_index, batch in enumerate(dataloader):
+            if batch_index >= batches_left:
+                break
+            with accelerator.accumulate(transformer):
+                latents, prompt_embeds, pooled = _conditioning(batch, vae, text_encoders, accelerator.device, weight_dtype, counters)
+                if latent_std is None:
+                    latent_std = _check_latent_scale(latents, vae)
+                prompt_embeds, pooled = drop_captions(prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob)
+                loss, logs = flux_flow_matching_loss(transformer, latents, prompt_embeds, pooled, patch, config.flow)
+                raise_if_not_finite(accelerator, logs, global_step)
+                backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm)
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(raw_transformer.parameters())
+            global_step += 1
+            progress.update(1)
+            if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
+                elapsed, step_started = time.perf_counter() - step_started, time.perf_counter()
+                values = loggable_values(logs, lr_scheduler, **{
+                    "throughput/steps_per_second": training.log_every_steps / max(elapsed, 1e-9),
+                    **{f"data/{name}": float(count) for name, count in counters.items()}})
+                accelerator.log(values, step=global_step)
+                loss_curve.append({"step": global_step, **values})
+                progress.set_postfix(loss=f"{values['loss/total']:.4f}")
+            if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
+                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
+                                extra_save=save_ema_shard)
+            if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
+                with _ema_weights(ema, raw_transformer):
+                    _save_validation_grid(_pipeline(raw_transformer, vae, text_encoders, config), config, buckets, accelerator,
+                                          output_dir / "validation" / f"step-{global_step:07d}.png")
+            if global_step >= training.max_train_steps:
+                break
+    progress.close()
+
+    # ---- export: the EMA transformer in diffusers format, and the whole pipeline ----
+    with _ema_weights(ema, raw_transformer):
+        state_dict = accelerator.get_state_dict(transformer)
+    metrics: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        final = FluxTransformer2DModel.from_config(raw_transformer.config)
+        final.load_state_dict(state_dict)
+        final = final.eval()
+        save_pretrained_atomically(final, output_dir / "transformer")
+        save_pretrained_atomically(_pipeline(final, vae, text_encoders, config), output_dir / "pipeline")
+        metrics = {
+            "global_step": global_step,
+            "loss_curve": loss_curve,
+            "num_parameters": sum(p.numel() for p in final.parameters()),
+            "latent_patch_size": patch,
+            "image_tokens_per_bucket": {str(b): (b.width // model_config.pixels_per_token) * (b.height // model_config.pixels_per_token) for b in buckets},
+            "bucket_counts": dataset.bucket_counts(),
+            "skipped_at_scan": dataset.skipped,
+            "counters_this_run": counters,
+            "normalised_latent_std_first_batch": latent_std,
+            "num_processes": accelerator.num_processes,
+        }
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+def _conditioning(batch, vae, text_encoders, device, weight_dtype, counters):
+    """Normalised latents and text embeddings of a batch, from the cache or encoded now with the frozen models."""
+    if "latent_mean" in batch:
+        latents = batch["latent_mean"].to(device)
+        if "latent_std" in batch:
+            latents = latents + batch["latent_std"].to(device) * torch.randn_like(latents)
+        prompt_embeds, pooled = batch["prompt_embeds"].to(device), batch["pooled_prompt_embeds"].to(device)
+    else:
+        with torch.no_grad():
+            latents = vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist.sample()
+            prompt_embeds, pooled = text_encoders.encode(batch["caption"])
+        truncated = text_encoders.count_truncated(batch["caption"])
+        counters["truncated_clip"] += truncated["clip"]
+        counters["truncated_t5"] += truncated["t5"]
+        counters["skipped_unreadable"] += int(batch["num_skipped"])
+    return normalize_latents(vae, latents.float()), prompt_embeds.to(weight_dtype), pooled.to(weight_dtype)
+
+
+def _check_latent_scale(latents: torch.Tensor, vae) -> float:
+    std = float(latents.std())
+    low, high = _LATENT_STD_RANGE
+    if not low <= std <= high:
+        logger.warning(
+            f"Normalised latents have std {std:.3f} (scaling_factor {vae.config.scaling_factor}, shift_factor "
+            f"{vae.config.shift_factor}); flow matching expects about 1. For an AlignTok tokenizer run `python "
+            "training/compute_latent_statistics.py --tokenizer PATH --normalization global --write`.",
+            main_process_only=True,
+        )
+    return std
+
+
+class _ema_weights:
+    """Context manager: the EMA weights in the live transformer, restored on exit (no 2B-parameter copy)."""
+
+    def __init__(self, ema: EMAModel | None, transformer: torch.nn.Module):
+        self.ema, self.transformer = ema, transformer
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.transformer.parameters())
+            self.ema.copy_to(self.transformer.parameters())
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.transformer.parameters())
+
+
+def _ema_shard_saver(ema: EMAModel, accelerator):
+    def save(directory: Path) -> None:
+        torch.save(ema.state_dict(), directory / f"ema_rank{accelerator.process_index}.pt")
+
+    return save
+
+
+def _pipeline(transformer, vae, text_encoders, config: T2IConfig) -> FluxPipeline:
+    """`FluxPipeline` for patch-2 packing (the stock pipeline runs it as is), else `AlignTokFluxPipeline`."""
+    pipeline_class = FluxPipeline if transformer.config.in_channels == 4 * vae.config.latent_channels else AlignTokFluxPipeline
+    return pipeline_class(
+        scheduler=build_scheduler(config.flow), vae=vae, transformer=transformer,
+        text_encoder=text_encoders.text_encoder, tokenizer=text_encoders.tokenizer,
+        text_encoder_2=text_encoders.text_encoder_2, tokenizer_2=text_encoders.tokenizer_2,
+    )
+
+
+@torch.no_grad()
+def _save_validation_grid(pipeline, config: T2IConfig, buckets, accelerator, path: Path) -> None:
+    """Every validation prompt at bucket `i % len(buckets)`; all ranks sample (FSDP needs every shard), rank 0 saves."""
+    validation = config.validation
+    was_training = pipeline.transformer.training
+    pipeline.transformer.eval()
+    guidance = {"true_cfg_scale": validation.guidance_scale, "negative_prompt": ""} if validation.guidance_scale > 1 else {}
+    rows = []
+    for index, prompt in enumerate(validation.prompts):
+        bucket = buckets[index % len(buckets)]
+        with accelerator.autocast():
+            image = pipeline(
+                prompt=prompt, height=bucket.height, width=bucket.width, num_inference_steps=validation.num_inference_steps,
+                max_sequence_length=config.model.max_sequence_length, generator=torch.Generator().manual_seed(validation.seed + index),
+                output_type="pt", **guidance,
+            ).images
+        rows.append(image.float() * 2 - 1)
+    pipeline.transformer.train(was_training)
+    if accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Buckets differ in size: pad each image to the largest so they share a grid row.
+        height, width = max(r.shape[-2] for r in rows), max(r.shape[-1] for r in rows)
+        padded = [F.pad(r, (0, width - r.shape[-1], 0, height - r.shape[-2]), value=1.0) for r in rows]
+        image_grid([torch.cat(padded)]).save(path)
+
