@@ -33,11 +33,12 @@ EMPTY_CAPTION_FILE = "empty_caption.safetensors"
 CACHE_VERSION = 1
 
 
-def cache_identity(vae: torch.nn.Module, vae_path: str, text_encoders, dataset: TextImageDataset) -> dict[str, Any]:
+def cache_identity(vae: torch.nn.Module, vae_path: str, text_encoders, dataset: TextImageDataset,
+                   vae_fingerprint: str | None = None) -> dict[str, Any]:
     """What a cache must agree with to be reused: the VAE weights, the text conditioning and the scanned data."""
     return {
         "version": CACHE_VERSION,
-        "vae": {"path": vae_path, "class": type(vae).__name__, "fingerprint": tokenizer_fingerprint(vae)},
+        "vae": {"path": vae_path, "class": type(vae).__name__, "fingerprint": vae_fingerprint or tokenizer_fingerprint(vae)},
         "text_encoders": {"path": text_encoders.path, "max_sequence_length": text_encoders.max_sequence_length},
         "data": {"source": dataset.source_description, "buckets": [str(b) for b in dataset.buckets], "num_items": len(dataset)},
     }
@@ -56,11 +57,11 @@ def check_cache_identity(cache_dir: Path, identity: dict[str, Any]) -> None:
 @torch.no_grad()
 def build_t2i_cache(
     cache_dir: str | Path, dataset: TextImageDataset, vae, vae_path: str, text_encoders, accelerator,
-    shard_size: int = 256, batch_size: int = 16,
+    shard_size: int = 256, batch_size: int = 16, vae_fingerprint: str | None = None,
 ) -> Path:
     """Encodes every item of `dataset` into `cache_dir` (only the missing shards); all processes must call it."""
     cache_dir = Path(cache_dir)
-    identity = cache_identity(vae, vae_path, text_encoders, dataset)
+    identity = cache_identity(vae, vae_path, text_encoders, dataset, vae_fingerprint)
     if (cache_dir / "metadata.json").is_file():
         check_cache_identity(cache_dir, identity)
         if read_metadata(cache_dir).get("complete"):

@@ -116,9 +116,10 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
     buckets = make_buckets(data_config.resolution, data_config.aspect_ratios, model_config.pixels_per_token)
     dataset = build_text_image_dataset(data_config, buckets)
     logger.info(f"{dataset.source_description}: {len(dataset)} usable pairs in buckets {dataset.bucket_counts()}; skipped {dataset.skipped}")
+    vae_fingerprint = tokenizer_fingerprint(vae)  # hashes every weight: once, for the cache and the checkpoints
     if data_config.cache_dir:
         build_t2i_cache(data_config.cache_dir, dataset, vae, model_config.vae, text_encoders, accelerator,
-                        batch_size=training.train_batch_size)
+                        batch_size=training.train_batch_size, vae_fingerprint=vae_fingerprint)
         train_data = CachedTextImageDataset(data_config.cache_dir)
         empty_embeds, empty_pooled = train_data.empty_prompt_embeds, train_data.empty_pooled_prompt_embeds
         collate = collate_cached_batch
@@ -162,7 +163,7 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
     checkpoints_dir = output_dir / "checkpoints"
     training_state = {
         "model_config": to_jsonable(dict(raw_transformer.config)),
-        "vae_fingerprint": tokenizer_fingerprint(vae),
+        "vae_fingerprint": vae_fingerprint,
         "data": {"source": dataset.source_description, "buckets": [str(b) for b in buckets], "num_items": len(dataset)},
         "num_processes": accelerator.num_processes,
     }
