@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+from PIL import Image
+
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokDiTPipeline
 
 
@@ -19,6 +21,9 @@ def test_demo_runs_end_to_end_and_writes_every_output(tmp_path):
         assert metrics["stages"][stage]["psnr"] > 0
         assert 0 <= metrics["stages"][stage]["linear_probe_top1"] <= 1
         assert (output_dir / f"stage{stage}" / "reconstructions.png").is_file()
+    # One PNG with originals above each stage's reconstructions: 4 rows of 10 images of 32x32 (2-pixel gaps), at 3x.
+    with Image.open(output_dir / "reconstructions.png") as grid:
+        assert grid.size == ((10 * 34 + 2) * 3, (4 * 34 + 2) * 3)
     assert (output_dir / "samples.png").is_file() and metrics["dit"]["loss_curve"]
     # The toy encoder went through transformers' save_pretrained and the real loading path.
     assert (output_dir / "foundation_encoder" / "config.json").is_file()

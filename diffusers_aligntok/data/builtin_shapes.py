@@ -1,10 +1,15 @@
 """`builtin:shapes`: a procedurally generated, class-labelled image data set that needs no download.
 
 Each class is one shape (`SHAPE_CLASS_NAMES`), drawn with anti-aliasing (a coverage mask drawn at 4x and box-filtered
-down) in a random fill colour over a flat or linear-gradient background of a contrasting colour, at a random
-position and size, with a small rotation jitter (small enough that a square never becomes a diamond and the bars
-stay horizontal). That gives a small tokenizer sharp edges, smooth gradients and colour to reconstruct, and a
-class-conditional model something recognisable to generate, in offline tests and demos.
+down) in a random fill colour over a flat or linear-gradient background of a contrasting colour, near the centre (a
+jitter of up to 8% of the short side each way) at a random size, with a small rotation jitter (small enough that a
+square never becomes a diamond and the bars stay horizontal). That gives a small tokenizer sharp edges, smooth
+gradients and colour to reconstruct, and a class-conditional model something recognisable to generate, in offline
+tests and demos.
+
+The images are object-centred, like ImageNet's, on purpose: with shapes placed anywhere in the frame, the demo's tiny
+DiT (2000 CPU steps) drew the requested class in 47.5% of its samples (held-out CNN judge); with this placement, 74.5%.
+Where a shape sits is much harder for a small generator to get right than what it is.
 
 Image `i` depends only on `(seed, i)`: its random numbers come from `numpy.random.default_rng((seed, i))`, so it is
 the same in every dataloader worker, on every rank and in every order. Only the optional horizontal flip uses
@@ -35,6 +40,10 @@ SHAPE_CLASS_NAMES: tuple[str, ...] = (
 
 _SUPERSAMPLING = 4  # masks are drawn at 4x the output size and box-filtered down: anti-aliased edges
 _MAX_ROTATION_DEGREES = 15.0
+# Shape size and placement, as fractions of the short side: with radius <= 0.36 and centre jitter <= 0.08 the circle of
+# the shape's radius stays inside the frame (0.36 + 0.08 < 0.5).
+_MIN_RADIUS, _MAX_RADIUS = 0.26, 0.36
+_MAX_CENTRE_JITTER = 0.08
 _MIN_LUMINANCE_CONTRAST = 0.3  # |Y(fill) - Y(background)| in [0, 1], against both ends of a gradient
 _MAX_GRADIENT_STEP = 0.3  # per channel, so a gradient background never loses contrast with the shape
 
@@ -191,8 +200,9 @@ class ShapesDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for a ShapesDataset of length {self.num_samples}")
         rng = np.random.default_rng((self.seed, index))
         short_side = min(self.height, self.width)
-        radius = short_side * rng.uniform(0.2, 0.36)
-        center = (rng.uniform(radius, self.width - radius), rng.uniform(radius, self.height - radius))
+        radius = short_side * rng.uniform(_MIN_RADIUS, _MAX_RADIUS)
+        jitter = rng.uniform(-_MAX_CENTRE_JITTER, _MAX_CENTRE_JITTER, size=2) * short_side
+        center = (self.width / 2 + jitter[0], self.height / 2 + jitter[1])
         angle = math.radians(rng.uniform(-_MAX_ROTATION_DEGREES, _MAX_ROTATION_DEGREES))
         background_start = rng.uniform(0.0, 1.0, size=3)
         use_gradient = rng.uniform() < 0.5

@@ -108,6 +108,26 @@ def test_builtin_classes_look_different():
         assert np.abs(inside - outside).max() > 0.2, index
 
 
+@pytest.mark.parametrize("resolution", [32, (48, 80)])
+def test_builtin_shapes_are_object_centred_and_inside_the_frame(resolution):
+    # The demo's DiT relies on this (object-centred data, like ImageNet): each shape covers a good part of the short
+    # side, its centre of mass is near the image centre, and it is not cut off by the border.
+    dataset = ShapesDataset(num_samples=60, resolution=resolution, random_flip=False)
+    height, width = dataset.height, dataset.width
+    short_side = min(height, width)
+    rows, cols = np.mgrid[0:height, 0:width] + 0.5
+    for index in range(len(dataset)):
+        params = dataset.sample_parameters(index)
+        coverage = shape_mask(SHAPE_CLASS_NAMES[params["label"]], (height, width), params["center"], params["radius"], params["angle"])
+        area = coverage.sum()
+        assert area > 0.05 * short_side**2, index
+        centroid = np.array([(coverage * cols).sum() / area, (coverage * rows).sum() / area])
+        assert np.abs(centroid - [width / 2, height / 2]).max() < 0.2 * short_side, (index, centroid)
+        # Nothing but anti-aliasing and the corners of the bars reaches the outermost pixels.
+        border = np.concatenate([coverage[0], coverage[-1], coverage[:, 0], coverage[:, -1]])
+        assert border.sum() < 0.02 * area, index
+
+
 def test_builtin_flip_is_a_function_of_seed_epoch_and_index():
     dataset = ShapesDataset(num_samples=16, resolution=RESOLUTION, random_flip=True)
     unflipped = ShapesDataset(num_samples=16, resolution=RESOLUTION, random_flip=False)
