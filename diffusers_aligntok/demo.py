@@ -40,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The demo's budget at --scale 1 (benchmarks/toy_reproduction.py trains every arm with the same numbers).
 ENCODER_PRETRAINING_STEPS = 300
-STAGE_STEPS = {1: 200, 2: 100, 3: 100}
+STAGE_STEPS = {1: 150, 2: 100, 3: 100}
 DIT_STEPS = 1600
 NUM_DIT_LATENTS = 4096  # images whose latents the DiT trains on (plus their flips): the tokenizer's set
 GUIDANCE_SCALE = 3.0

@@ -31,6 +31,7 @@ def test_toy_reproduction_writes_a_finite_table_for_every_arm(tmp_path):
         assert benchmark.ARMS[arm] in markdown
         summary = saved["summary"][arm]
         assert 0 <= summary["linear_probe_top1"]["mean"] <= 1 and math.isfinite(summary["psnr"]["mean"])
+        assert summary["reconstruction_fid"]["mean"] >= 0
         assert [point["step"] for point in summary["dit"]] == [point["step"] for point in saved["summary"]["aligntok"]["dit"]]
         assert len(summary["dit"]) == 2
         for point in summary["dit"]:
