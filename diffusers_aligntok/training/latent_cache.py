@@ -121,7 +121,7 @@ class CachedLatentDataset(torch.utils.data.Dataset):
 
     With `random_flip`, item `index` returns the cached horizontally flipped latent with probability 0.5, drawn from
     `augmentation_generator(seed, epoch, index)` (so a resumed run replays the same choice). Shards are opened lazily
-    in each dataloader worker and read one row at a time.
+    in each dataloader worker; latents are read one row at a time, labels once per shard.
     """
 
     def __init__(self, cache_dir: str | Path, random_flip: bool = True, seed: int = 0):
