@@ -2,32 +2,40 @@
 
 On the demo's built-in data (`builtin:shapes`, 10 classes, 32x32) and with the demo's budget (`diffusers_aligntok.demo`:
 toy DINOv2-type foundation encoder pretrained by the script itself, the same tokenizer step counts, the same DiT), per
-seed, up to four tokenizers with the same 8x8x8 latent (f4, 8 channels) and the same decoder architecture (the
-first three by default; `--arms` adds `vavae`):
+seed, six tokenizers with the same 8x8x8 latent (f4, 8 channels) and the same decoder architecture (all by default;
+`--arms` picks some):
 
 | arm | tokenizer |
 |---|---|
-| `aligntok` | AlignTok stages 1-3 (`training/configs/demo_cpu.yaml` through `train_stage.py`, exactly as the demo) |
+| `aligntok` | AlignTok stages 1-3 (`training/configs/demo_cpu.yaml` through `train_stage.py`, exactly as the demo; w_sp = 1) |
 | `aligntok_stage1` | the same run's stage-1 model (frozen foundation encoder, adapter + decoder trained) |
 | `vae` | `diffusers.AutoencoderKL` with a conv encoder, from scratch, the same reconstruction loss (L1, built from the same config by `ReconstructionLoss`), optimiser, batch size and total steps as stages 1-3 together, plus the usual tiny KL term (1e-6) of an LDM VAE |
-| `vavae` | the `vae` arm plus VA-VAE's vision-foundation alignment loss to the *same* toy foundation encoder (marginal cosine + marginal distance-matrix terms, adaptive weight, VA-VAE's margins) |
+| `vavae` | the paper's main baseline: the `vae` arm (same budget) plus VA-VAE's vision-foundation alignment loss to the *same* toy foundation encoder (marginal cosine + marginal distance-matrix terms, adaptive weight, VA-VAE's margins) |
+| `aligntok_wsp0`, `aligntok_wsp5` | the semantic-preservation sweep: stages 2 and 3 again from the `aligntok` arm's stage-1 model, with stage 2's w_sp = 0 and 5 instead of 1 |
 
-For every arm: reconstruction PSNR on held-out images, latent linear-probe accuracy (`evaluation.linear_probe`), and
-a DiT (`training/configs/dit_demo_cpu.yaml` through `train_dit.py`, the demo's step count) trained on its latents,
-evaluated at 1/4, 1/2 and all of its steps (the run resumes from its own checkpoint between them): FID in the toy
-foundation encoder's feature space (its CLS token, 96-d, `evaluation.fid.compute_fid_from_features`)
-between class-conditional samples and held-out real images, and the accuracy of a separately trained small CNN
-classifier (trained on real shapes only, never on any tokenizer's output) on the samples, i.e. how often a sample
-shows the class it was asked for. The classifier's accuracy on real held-out images and on each arm's reconstructions
-and the toy-feature FID of those reconstructions are reported too (the ceiling and the floor a DiT can reach through
-that decoder).
+For every arm: reconstruction PSNR on held-out images, latent linear-probe accuracy (`demo.latent_linear_probe`), the
+accuracy of a separately trained small CNN classifier, the judge (trained on real shapes only, never on any
+tokenizer's output), on the reconstructions, and two FIDs of the reconstructions against the held-out real images
+(the floor a DiT can reach through that decoder), both with `evaluation.fid.compute_fid_from_features`:
 
-Writes `toy_reproduction.json` and `toy_reproduction.md` (mean +- half the range over seeds, per-seed values in the
-JSON) under `--results_dir`, and keeps the runs under `--output_dir`.
+- **toy-encoder FID**: in the toy foundation encoder's feature space (its CLS token, 96-d). The AlignTok and VA-VAE
+  arms are trained towards that very encoder, so this FID can favour them;
+- **judge FID**: in the judge CNN's feature space (its pooled 64-d features before the final Linear), which no
+  tokenizer has seen.
+
+Then, except for the sweep arms (`--sweep_dit` includes them), a DiT (`training/configs/dit_demo_cpu.yaml` through
+`train_dit.py`, the demo's step count) trained on the arm's latents, evaluated at 1/4, 1/2 and all of its steps (the
+run resumes from its own checkpoint between them): class-conditional samples with and without CFG at every evaluated
+step, their two FIDs against the held-out real images, and the judge's accuracy on them, i.e. how often a sample shows
+the class it was asked for.
+
+Writes `toy_reproduction.json` (per-seed values of everything) and `toy_reproduction.md` (mean +- half the range over
+seeds, the per-seed judge accuracy of the final CFG samples, and the w_sp sweep next to the paper's linear-probe
+numbers) under `--results_dir`, and keeps the runs under `--output_dir`.
 
 Usage:
-    python benchmarks/toy_reproduction.py                       # 2 seeds in parallel, 1 thread each: ~40-50 min
-    python benchmarks/toy_reproduction.py --seeds 0 1 2 --arms aligntok vae
+    python benchmarks/toy_reproduction.py              # 3 seeds at once, 1 thread each: ~1 h on 2 cores
+    python benchmarks/toy_reproduction.py --seeds 0 1 --arms aligntok vae vavae
     python benchmarks/toy_reproduction.py --scale 0.02 --num_samples_per_class 4 --results_dir /tmp/r   # smoke run
 """
 
@@ -40,6 +48,7 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +69,16 @@ ARMS: dict[str, str] = {
     "aligntok_stage1": "AlignTok stage 1 only",
     "vae": "conv VAE from scratch",
     "vavae": "conv VAE + VF loss (VA-VAE-style)",
+    "aligntok_wsp0": "AlignTok stages 1-3, w_sp = 0",
+    "aligntok_wsp5": "AlignTok stages 1-3, w_sp = 5",
 }
-DEFAULT_ARMS = ["aligntok", "aligntok_stage1", "vae"]
+DEFAULT_ARMS = list(ARMS)
+# The semantic-preservation sweep: stage 2's w_sp per arm. The `aligntok` arm is the sweep's w_sp = 1 point
+# (`demo_cpu.yaml`'s value); the other two rerun stages 2 and 3 from its stage-1 model.
+SEMANTIC_PRESERVATION_WEIGHTS: dict[str, float] = {"aligntok_wsp0": 0.0, "aligntok": 1.0, "aligntok_wsp5": 5.0}
+SWEEP_ARMS = [arm for arm in SEMANTIC_PRESERVATION_WEIGHTS if arm != "aligntok"]
+# The paper's latent linear-probe top-1 accuracy for w_sp 0 / 1 / 5 (ImageNet; our toy numbers sit beside them).
+PAPER_LINEAR_PROBE_TOP1: dict[float, float] = {0.0: 0.095, 1.0: 0.351, 5.0: 0.405}
 # Held-out images (never seen by a tokenizer, the DiT or the classifier): another seed of the generator.
 HELD_OUT_SEED = 424_242
 CLASSIFIER_SEED = 777
@@ -86,7 +103,7 @@ def shapes_tensors(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Evaluators: a held-out classifier and the toy encoder's feature space
+# Evaluators: a held-out classifier (the judge) and two FID feature spaces
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -94,6 +111,7 @@ class ShapeClassifier(torch.nn.Module):
     """A small CNN that tells the 10 shapes apart; the judge of class-conditional samples (never a tokenizer part).
 
     Strided convolutions keep it cheap (about 10 MFLOPs per image): it is trained once per benchmark run on the CPU.
+    Its pooled features before the final Linear (`features`, 64-d) are the benchmark's second FID space.
     """
 
     def __init__(self, num_classes: int = 10):
@@ -108,8 +126,12 @@ class ShapeClassifier(torch.nn.Module):
             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, num_classes),
         )
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The penultimate, globally pooled features (N, 64) that the final Linear classifies."""
+        return self.layers[:-1](images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images)
+        return self.layers[-1](self.features(images))
 
 
 def train_classifier(num_steps: int, seed: int = CLASSIFIER_SEED) -> tuple[ShapeClassifier, dict[str, float]]:
@@ -136,14 +158,49 @@ def train_classifier(num_steps: int, seed: int = CLASSIFIER_SEED) -> tuple[Shape
 
 @torch.no_grad()
 def classifier_accuracy(classifier: ShapeClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of `images` the judge assigns to their `labels`."""
     predictions = torch.cat([classifier(batch).argmax(-1) for batch in images.split(250)])
     return float((predictions == labels).float().mean())
 
 
 @torch.no_grad()
 def encoder_features(encoder: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """FID features: the toy foundation encoder's pooled patch tokens (`demo.toy_encoder_features`), float64."""
+    """FID features: the toy foundation encoder's CLS token (`demo.toy_encoder_features`), float64."""
     return torch.cat([demo.toy_encoder_features(encoder, batch) for batch in images.split(250)]).double().numpy()
+
+
+@torch.no_grad()
+def judge_features(classifier: ShapeClassifier, images: torch.Tensor) -> np.ndarray:
+    """FID features independent of the toy foundation encoder: the judge's pooled 64-d features, float64."""
+    return torch.cat([classifier.features(batch) for batch in images.split(250)]).double().numpy()
+
+
+@dataclass
+class FidFeatureSpaces:
+    """Both FID feature spaces, with the held-out real images' features computed once per seed.
+
+    The toy encoder is the one AlignTok and VA-VAE align to, so its FID may favour them; the judge was trained on real
+    images alone and no tokenizer is trained towards it, so its FID has no such bias. Both go through
+    `evaluation.fid.compute_fid_from_features`.
+    """
+
+    encoder: torch.nn.Module
+    classifier: ShapeClassifier
+    real_encoder_features: np.ndarray
+    real_judge_features: np.ndarray
+
+    @classmethod
+    def from_real_images(cls, encoder: torch.nn.Module, classifier: ShapeClassifier, images: torch.Tensor) -> "FidFeatureSpaces":
+        return cls(encoder, classifier, encoder_features(encoder, images), judge_features(classifier, images))
+
+    def fids(self, images: torch.Tensor) -> dict[str, float]:
+        """`fid` (toy-encoder space) and `judge_fid` (judge space) of `images` against the real images."""
+        from diffusers_aligntok.evaluation.fid import compute_fid_from_features
+
+        return {
+            "fid": compute_fid_from_features(self.real_encoder_features, encoder_features(self.encoder, images)),
+            "judge_fid": compute_fid_from_features(self.real_judge_features, judge_features(self.classifier, images)),
+        }
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -317,20 +374,97 @@ def sample_classes(transformer, tokenizer, cache_dir: Path, samples_per_class: i
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def dit_arms(args: argparse.Namespace) -> list[str]:
+    """The arms that get a DiT: every asked-for arm but the w_sp sweep's extra ones (unless `--sweep_dit`), whose
+    question, how w_sp moves the latent's semantics, the tokenizer metrics answer at a fraction of a DiT's cost."""
+    return [arm for arm in args.arms if args.sweep_dit or arm not in SWEEP_ARMS]
+
+
+def evaluate_tokenizer(
+    tokenizer: torch.nn.Module,
+    held_out: tuple[torch.Tensor, torch.Tensor],
+    classifier: ShapeClassifier,
+    feature_spaces: FidFeatureSpaces,
+    num_probe_images: int,
+) -> dict[str, float]:
+    """A tokenizer's own numbers on the held-out images: PSNR, the judge's accuracy and both FIDs of the
+    reconstructions, and the latent linear probe."""
+    from diffusers_aligntok.training.validation import psnr, reconstruct
+
+    images, labels = held_out
+    with torch.no_grad():
+        reconstructions = reconstruct(tokenizer, images, batch_size=250)
+    # The decoder's own floor for the DiT's FIDs: reconstructions of the reference images themselves.
+    fids = feature_spaces.fids(reconstructions)
+    return {
+        "psnr": float(psnr(images, reconstructions).mean()),
+        "reconstruction_classifier_accuracy": classifier_accuracy(classifier, reconstructions, labels),
+        "reconstruction_fid": fids["fid"],
+        "reconstruction_judge_fid": fids["judge_fid"],
+        "linear_probe_top1": demo.latent_linear_probe(tokenizer, num_images=num_probe_images),
+    }
+
+
+def train_and_evaluate_dit(
+    tokenizer: torch.nn.Module,
+    arm_dir: Path,
+    checkpoints: list[int],
+    args: argparse.Namespace,
+    seed: int,
+    classifier: ShapeClassifier,
+    feature_spaces: FidFeatureSpaces,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """One DiT on the tokenizer's latents, measured at each of `checkpoints` (training steps): with and without CFG,
+    the judge's accuracy and both FIDs of class-conditional samples. Returns the results and the seconds spent
+    training (latent caching included) and sampling."""
+    from diffusers_aligntok import LightningDiTTransformer2DModel
+    from diffusers_aligntok.training.validation import image_grid
+
+    started = time.perf_counter()
+    cache_dir = cache_tokenizer_latents(tokenizer, arm_dir / "latent_cache", args.num_dit_latents, seed)
+    seconds = {"dit_training": time.perf_counter() - started, "sampling": 0.0}
+    dit_dir = arm_dir / "dit"
+    points: list[dict[str, Any]] = []
+    loss_curve: list[dict[str, float]] = []
+    for index, steps in enumerate(checkpoints):
+        started = time.perf_counter()
+        # Each segment resumes from the previous one's checkpoint: one DiT run, measured at several steps.
+        metrics = demo.train_class_conditional_dit(cache_dir, dit_dir, steps, seed=seed, resume=index > 0)
+        seconds["dit_training"] += time.perf_counter() - started
+        started = time.perf_counter()
+        loss_curve += metrics["loss_curve"]
+        transformer = LightningDiTTransformer2DModel.from_pretrained(dit_dir / "transformer")
+        point: dict[str, Any] = {"step": steps, "loss": metrics["loss_curve"][-1]["loss/velocity_mse"]}
+        for name, guidance_scale in (("cfg", demo.GUIDANCE_SCALE), ("no_cfg", 1.0)):
+            samples, labels = sample_classes(transformer, tokenizer, cache_dir, args.num_samples_per_class, guidance_scale,
+                                             args.num_inference_steps, seed)
+            fids = feature_spaces.fids(samples)
+            point[f"accuracy_{name}"] = classifier_accuracy(classifier, samples, labels)
+            point[f"fid_{name}"] = fids["fid"]
+            point[f"judge_fid_{name}"] = fids["judge_fid"]
+            if name == "cfg" and steps == checkpoints[-1]:
+                columns = min(8, args.num_samples_per_class)
+                rows = [samples[labels == label][:columns] for label in range(ShapesDataset.num_classes)]
+                image_grid(rows).save(arm_dir / "samples.png")
+        points.append(point)
+        seconds["sampling"] += time.perf_counter() - started
+        logger.info(f"seed {seed}, {arm_dir.name}, DiT step {steps}: {point}")
+    results = {"dit": points, "dit_loss_curve": [(p["step"], round(p["loss/velocity_mse"], 4)) for p in loss_curve]}
+    return results, seconds
+
+
 def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, held_out: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
     """Every arm of one seed: foundation encoder, tokenizers, their metrics, and a DiT per arm evaluated during training."""
     from diffusers import AutoencoderKL
+    from transformers import Dinov2Model
 
-    from diffusers_aligntok import AlignedAutoencoderKL, LightningDiTTransformer2DModel
-    from diffusers_aligntok.evaluation.fid import compute_fid_from_features
-    from diffusers_aligntok.training.validation import image_grid, psnr, reconstruct
+    from diffusers_aligntok import AlignedAutoencoderKL
 
     seed_dir = Path(args.output_dir) / f"seed{seed}"
     if seed_dir.exists():
         shutil.rmtree(seed_dir)  # every number comes from this run
     results: dict[str, Any] = {"seed": seed, "arms": {}, "seconds": {}}
     seed_started = time.perf_counter()
-    held_out_images, held_out_labels = held_out
     tokenizer_steps = sum(demo.scaled_steps(steps, args.scale) for steps in demo.STAGE_STEPS.values())
     dit_steps = demo.scaled_steps(args.dit_steps, args.scale)
     checkpoints = sorted({max(1, round(dit_steps * fraction)) for fraction in args.dit_eval_fractions})
@@ -339,19 +473,26 @@ def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, h
     encoder_dir = seed_dir / "foundation_encoder"
     results["foundation_encoder"] = demo.pretrain_toy_foundation_encoder(
         encoder_dir, demo.scaled_steps(demo.ENCODER_PRETRAINING_STEPS, args.scale, minimum=1), seed=seed)
-    from transformers import Dinov2Model
-
-    feature_encoder = Dinov2Model.from_pretrained(encoder_dir).eval()
-    real_features = encoder_features(feature_encoder, held_out_images)
+    feature_spaces = FidFeatureSpaces.from_real_images(Dinov2Model.from_pretrained(encoder_dir).eval(), classifier, held_out[0])
     results["seconds"]["foundation_encoder"] = time.perf_counter() - started
 
     tokenizers: dict[str, Any] = {}
-    if {"aligntok", "aligntok_stage1"} & set(args.arms):
+    aligntok_dir = seed_dir / "aligntok"
+    if {"aligntok", "aligntok_stage1", *SWEEP_ARMS} & set(args.arms):
+        # The sweep arms start from this run's stage-1 model, so the run happens whenever one of them is asked for.
         started = time.perf_counter()
-        demo.train_tokenizer_stages(seed_dir / "aligntok", encoder_dir, args.scale, seed=seed)
+        demo.train_tokenizer_stages(aligntok_dir, encoder_dir, args.scale, seed=seed)
         results["seconds"]["aligntok_stages"] = time.perf_counter() - started
-        tokenizers["aligntok"] = lambda: AlignedAutoencoderKL.from_pretrained(seed_dir / "aligntok" / "stage3" / "model")
-        tokenizers["aligntok_stage1"] = lambda: AlignedAutoencoderKL.from_pretrained(seed_dir / "aligntok" / "stage1" / "model")
+        tokenizers["aligntok"] = lambda: AlignedAutoencoderKL.from_pretrained(aligntok_dir / "stage3" / "model")
+        tokenizers["aligntok_stage1"] = lambda: AlignedAutoencoderKL.from_pretrained(aligntok_dir / "stage1" / "model")
+    for arm in SWEEP_ARMS:
+        if arm in args.arms:
+            # Same seed, data order and stage 2-3 budget as the `aligntok` arm: w_sp is the only difference.
+            started = time.perf_counter()
+            demo.train_tokenizer_stages(seed_dir / arm, encoder_dir, args.scale, seed=seed, stage1_model=aligntok_dir / "stage1" / "model",
+                                        semantic_preservation_weight=SEMANTIC_PRESERVATION_WEIGHTS[arm])
+            results["seconds"][f"{arm}_stages_2_3"] = time.perf_counter() - started
+            tokenizers[arm] = lambda arm=arm: AlignedAutoencoderKL.from_pretrained(seed_dir / arm / "stage3" / "model")
     for arm, alignment_encoder in (("vae", None), ("vavae", encoder_dir)):
         if arm in args.arms:
             started = time.perf_counter()
@@ -362,43 +503,19 @@ def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, h
 
     for arm in args.arms:
         started = time.perf_counter()
-        logger.info(f"seed {seed}, arm {arm}: evaluating the tokenizer and training its DiT")
+        logger.info(f"seed {seed}, arm {arm}: evaluating the tokenizer")
         tokenizer = tokenizers[arm]().eval()
-        reconstructions = reconstruct(tokenizer, held_out_images, batch_size=250)
-        arm_results: dict[str, Any] = {
-            "psnr": float(psnr(held_out_images, reconstructions).mean()),
-            "reconstruction_classifier_accuracy": classifier_accuracy(classifier, reconstructions, held_out_labels),
-            # The decoder's own floor for the DiT's FID: reconstructions of the reference images themselves.
-            "reconstruction_fid": compute_fid_from_features(real_features, encoder_features(feature_encoder, reconstructions)),
-            "linear_probe_top1": demo.latent_linear_probe(tokenizer, num_images=args.num_probe_images),
-            "tokenizer_steps": tokenizer_steps,
-            "dit": [],
-        }
-        cache_dir = cache_tokenizer_latents(tokenizer, seed_dir / arm / "latent_cache", args.num_dit_latents, seed)
-        dit_dir = seed_dir / arm / "dit"
-        loss_curve: list[dict[str, float]] = []
-        for index, steps in enumerate(checkpoints):
-            # Each segment resumes from the previous one's checkpoint: one DiT run, measured at several steps.
-            metrics = demo.train_class_conditional_dit(cache_dir, dit_dir, steps, seed=seed, resume=index > 0)
-            loss_curve += metrics["loss_curve"]
-            transformer = LightningDiTTransformer2DModel.from_pretrained(dit_dir / "transformer")
-            point: dict[str, Any] = {"step": steps, "loss": metrics["loss_curve"][-1]["loss/velocity_mse"]}
-            for name, guidance_scale in (("cfg", demo.GUIDANCE_SCALE), ("no_cfg", 1.0)):
-                if name == "no_cfg" and steps != checkpoints[-1]:
-                    continue  # without guidance only at the end: sampling is the slow part of the evaluation
-                samples, labels = sample_classes(transformer, tokenizer, cache_dir, args.num_samples_per_class, guidance_scale,
-                                                 args.num_inference_steps, seed)
-                point[f"fid_{name}"] = compute_fid_from_features(real_features, encoder_features(feature_encoder, samples))
-                point[f"accuracy_{name}"] = classifier_accuracy(classifier, samples, labels)
-                if name == "cfg" and steps == checkpoints[-1]:
-                    columns = min(8, args.num_samples_per_class)
-                    rows = [samples[labels == label][:columns] for label in range(ShapesDataset.num_classes)]
-                    image_grid(rows).save(seed_dir / arm / "samples.png")
-            arm_results["dit"].append(point)
-            logger.info(f"seed {seed}, arm {arm}, DiT step {steps}: {point}")
-        arm_results["dit_loss_curve"] = [(p["step"], round(p["loss/velocity_mse"], 4)) for p in loss_curve]
+        arm_results: dict[str, Any] = evaluate_tokenizer(tokenizer, held_out, classifier, feature_spaces, args.num_probe_images)
+        arm_results["tokenizer_steps"] = tokenizer_steps
+        if arm in SEMANTIC_PRESERVATION_WEIGHTS:
+            arm_results["semantic_preservation_weight"] = SEMANTIC_PRESERVATION_WEIGHTS[arm]
+        results["seconds"][f"{arm}_tokenizer_evaluation"] = time.perf_counter() - started
+        arm_results["dit"] = []
+        if arm in dit_arms(args):
+            dit_results, dit_seconds = train_and_evaluate_dit(tokenizer, seed_dir / arm, checkpoints, args, seed, classifier, feature_spaces)
+            arm_results.update(dit_results)
+            results["seconds"].update({f"{arm}_{name}": value for name, value in dit_seconds.items()})
         results["arms"][arm] = arm_results
-        results["seconds"][f"{arm}_evaluation_and_dit"] = time.perf_counter() - started
     results["seconds"]["total"] = time.perf_counter() - seed_started
     return results
 
@@ -422,12 +539,16 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "half_range": float((max(values) - min(values)) / 2), "values": [float(v) for v in values]}
 
 
+TOKENIZER_METRICS = ("psnr", "linear_probe_top1", "reconstruction_classifier_accuracy", "reconstruction_fid", "reconstruction_judge_fid")
+
+
 def summarize(per_seed: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
-    """Mean and half-range over seeds of every per-arm number (DiT numbers per evaluated step)."""
+    """Mean and half-range over seeds of every per-arm number (DiT numbers per evaluated step; none for an arm
+    without a DiT)."""
     summary: dict[str, Any] = {}
     for arm in arms:
         runs = [seed["arms"][arm] for seed in per_seed]
-        entry = {key: _spread([run[key] for run in runs]) for key in ("psnr", "linear_probe_top1", "reconstruction_classifier_accuracy", "reconstruction_fid")}
+        entry = {key: _spread([run[key] for run in runs]) for key in TOKENIZER_METRICS}
         entry["dit"] = []
         for index, point in enumerate(runs[0]["dit"]):
             entry["dit"].append({"step": point["step"], **{key: _spread([run["dit"][index][key] for run in runs]) for key in point if key != "step"}})
@@ -441,8 +562,9 @@ def _format(value: dict[str, float], percent: bool = False, digits: int = 2) -> 
 
 
 def markdown_report(report: dict[str, Any]) -> str:
+    """The JSON report as Markdown: tokenizer table, DiT table per evaluated step, per-seed key metric, w_sp sweep."""
     summary, arms = report["summary"], report["arms"]
-    final = {arm: summary[arm]["dit"][-1] for arm in arms}
+    with_dit = [arm for arm in arms if summary[arm]["dit"]]
     lines = [
         "# Toy reproduction of AlignTok's Table 3 (built-in shapes, 32x32, 8x8x8 latents)",
         "",
@@ -454,28 +576,60 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         (f"Budget per arm and seed: {report['tokenizer_steps']} tokenizer steps (batch 32), DiT {report['dit_steps']} steps "
          f"(batch 64) on {report['num_dit_latents']} latents (+ flips). Samples: {report['num_samples_per_class']} per class, "
-         f"{report['num_inference_steps']} Euler steps, CFG {report['guidance_scale']} (all channels). FID: toy-encoder "
-         f"features (96-d) of the samples vs {report['num_held_out']} held-out real images (rec. FID: of those images' "
-         f"reconstructions, the floor a DiT on that latent can reach). Classifier: a CNN trained on "
-         f"real shapes only, {report['classifier']['held_out_accuracy'] * 100:.1f}% on held-out real images. "
+         f"{report['num_inference_steps']} Euler steps, CFG {report['guidance_scale']} (all channels) or none. Two FIDs against "
+         f"{report['num_held_out']} held-out real images: in the toy foundation encoder's feature space (CLS token, 96-d; "
+         "the AlignTok and VA-VAE arms align to this encoder, so it may favour them) and in the judge's (its pooled 64-d "
+         "features before the final Linear; no tokenizer saw it). rec.: of those images' reconstructions, the floor a DiT "
+         f"on that latent can reach. Judge: a CNN trained on real shapes only, "
+         f"{report['classifier']['held_out_accuracy'] * 100:.1f}% on held-out real images. "
          "Numbers are mean ± half the range over seeds (per-seed values in the JSON)."),
         "",
-        "| arm | rec. PSNR (dB) | classifier on recon. (%) | rec. FID | latent linear probe (%) | DiT FID, CFG | DiT class acc., CFG (%) | DiT FID, no CFG | DiT class acc., no CFG (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Tokenizers",
+        "",
+        "| arm | rec. PSNR (dB) | latent linear probe (%) | judge on recon. (%) | rec. FID, toy encoder | rec. FID, judge |",
+        "|---|---|---|---|---|---|",
     ]
     for arm in arms:
         entry = summary[arm]
         lines.append(
-            f"| {ARMS[arm]} | {_format(entry['psnr'])} | {_format(entry['reconstruction_classifier_accuracy'], True)} | "
-            f"{_format(entry['reconstruction_fid'])} | {_format(entry['linear_probe_top1'], True)} | {_format(final[arm]['fid_cfg'])} | {_format(final[arm]['accuracy_cfg'], True)} | "
-            f"{_format(final[arm]['fid_no_cfg'])} | {_format(final[arm]['accuracy_no_cfg'], True)} |"
+            f"| {ARMS[arm]} | {_format(entry['psnr'])} | {_format(entry['linear_probe_top1'], True)} | "
+            f"{_format(entry['reconstruction_classifier_accuracy'], True)} | {_format(entry['reconstruction_fid'])} | "
+            f"{_format(entry['reconstruction_judge_fid'])} |"
         )
-    steps = [point["step"] for point in summary[arms[0]]["dit"]]
-    lines += ["", "DiT quality during training (CFG): FID / class accuracy (%) / velocity MSE at each evaluated step.", "",
-              "| arm | " + " | ".join(f"step {step}" for step in steps) + " |", "|---|" + "---|" * len(steps)]
-    for arm in arms:
-        cells = [f"{_format(point['fid_cfg'])} / {_format(point['accuracy_cfg'], True)} / {point['loss']['mean']:.3f}" for point in summary[arm]["dit"]]
-        lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
+    if with_dit:
+        lines += [
+            "", "## DiT on each latent, at each evaluated step", "",
+            "| arm | DiT step | judge acc., CFG (%) | judge acc., no CFG (%) | FID toy encoder, CFG | FID judge, CFG | "
+            "FID toy encoder, no CFG | FID judge, no CFG | velocity MSE |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for arm in with_dit:
+            for point in summary[arm]["dit"]:
+                lines.append(
+                    f"| {ARMS[arm]} | {point['step']} | {_format(point['accuracy_cfg'], True)} | {_format(point['accuracy_no_cfg'], True)} | "
+                    f"{_format(point['fid_cfg'])} | {_format(point['judge_fid_cfg'])} | {_format(point['fid_no_cfg'])} | "
+                    f"{_format(point['judge_fid_no_cfg'])} | {point['loss']['mean']:.3f} |"
+                )
+        final_step = summary[with_dit[0]]["dit"][-1]["step"]
+        lines += ["", f"Judge accuracy of the CFG samples at DiT step {final_step}, per seed ({report['seeds']}):", ""]
+        for arm in with_dit:
+            values = ", ".join(f"{value * 100:.1f}" for value in summary[arm]["dit"][-1]["accuracy_cfg"]["values"])
+            lines.append(f"- {ARMS[arm]}: {values} %")
+    sweep = [arm for arm in SEMANTIC_PRESERVATION_WEIGHTS if arm in arms]
+    if sweep:
+        lines += [
+            "", "## Semantic-preservation weight w_sp (stages 2-3 from one stage-1 model per seed)", "",
+            "| w_sp | arm | latent linear probe (%) | paper's linear probe (%) | rec. PSNR (dB) | judge on recon. (%) | "
+            "rec. FID, toy encoder | rec. FID, judge |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for arm in sweep:
+            weight, entry = SEMANTIC_PRESERVATION_WEIGHTS[arm], summary[arm]
+            lines.append(
+                f"| {weight:g} | {ARMS[arm]} | {_format(entry['linear_probe_top1'], True)} | {PAPER_LINEAR_PROBE_TOP1[weight] * 100:.1f} | "
+                f"{_format(entry['psnr'])} | {_format(entry['reconstruction_classifier_accuracy'], True)} | "
+                f"{_format(entry['reconstruction_fid'])} | {_format(entry['reconstruction_judge_fid'])} |"
+            )
     lines += ["", f"Per-seed wall time (s): {report['seconds_per_seed']}", ""]
     return "\n".join(lines)
 
@@ -483,9 +637,11 @@ def markdown_report(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--seeds", type=int, nargs="+", default=[0, 1])
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2])
     add("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS),
-        help="Default: all but the optional vavae arm (it adds ~15 CPU minutes per seed).")
+        help="Default: all. A sweep arm (aligntok_wsp*) also trains the aligntok run whose stage-1 model it starts from.")
+    add("--sweep_dit", action="store_true",
+        help=f"Also train and evaluate a DiT on the w_sp sweep arms ({', '.join(SWEEP_ARMS)}): ~5 CPU minutes per arm and seed.")
     add("--scale", type=float, default=1.0, help="Multiplies every training step count (0.02 for a smoke run).")
     add("--dit_steps", type=int, default=demo.DIT_STEPS, help="DiT steps at --scale 1 (default: the demo's).")
     add("--dit_eval_fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
@@ -496,7 +652,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--num_probe_images", type=int, default=1000, help="Held-out images of the latent linear probe.")
     add("--classifier_steps", type=int, default=600)
     add("--threads", type=int, default=1, help="torch threads per process.")
-    add("--parallel_seeds", type=int, default=2, help="Seeds run at once, one process each (1: one after another).")
+    add("--parallel_seeds", type=int, default=3,
+        help="Seeds run at once, one process each (1: one after another). Default 3: on 2 cores, three single-threaded "
+             "processes share the cores and finish together in ~1.5x one seed's time, where 2 + 1 would take 2x.")
     add("--output_dir", default="runs/toy_reproduction")
     add("--results_dir", default=str(REPO_ROOT / "benchmarks" / "results"))
     return parser.parse_args(argv)
@@ -515,7 +673,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classifier_metrics["held_out_accuracy"] = classifier_accuracy(classifier, *held_out)
     if args.parallel_seeds > 1 and len(args.seeds) > 1:
         # One spawned process per seed (each with --threads threads): seeds are independent, and on a small machine
-        # two single-threaded processes use the cores better than one process with two threads (tiny matmuls).
+        # single-threaded processes use the cores better than one process with several threads (tiny matmuls).
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -536,6 +694,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_at_start": [round(value, 2) for value in load_average],
         "seeds": args.seeds,
         "arms": args.arms,
+        "dit_arms": dit_arms(args),
+        "semantic_preservation_weights": {arm: weight for arm, weight in SEMANTIC_PRESERVATION_WEIGHTS.items() if arm in args.arms},
+        "paper_linear_probe_top1": {str(weight): top1 for weight, top1 in PAPER_LINEAR_PROBE_TOP1.items()},
         "scale": args.scale,
         "tokenizer_steps": sum(demo.scaled_steps(steps, args.scale) for steps in demo.STAGE_STEPS.values()),
         "dit_steps": demo.scaled_steps(args.dit_steps, args.scale),

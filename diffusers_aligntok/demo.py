@@ -211,17 +211,36 @@ def _training_scripts():
     return train_stage, cache_latents, train_dit
 
 
-def train_tokenizer_stages(output_dir: Path, foundation_encoder: str, scale: float = 1.0, seed: int = 0) -> dict[int, dict]:
+def train_tokenizer_stages(
+    output_dir: Path,
+    foundation_encoder: str,
+    scale: float = 1.0,
+    seed: int = 0,
+    stage1_model: Path | None = None,
+    semantic_preservation_weight: float | None = None,
+) -> dict[int, dict]:
     """AlignTok stages 1-3 through `training/train_stage.py` with `demo_cpu.yaml`: `<output_dir>/stage{1,2,3}/model`.
 
-    Returns each stage's `metrics.json`.
+    With `stage1_model` (a saved stage-1 `AlignedAutoencoderKL`), only stages 2 and 3 run, stage 2 starting from that
+    model (`model.init_from`), so that runs differing only in a stage-2 setting share one stage 1.
+    `semantic_preservation_weight` replaces stage 2's w_sp (`demo_cpu.yaml`: 1.0); the benchmark sweeps it.
+
+    Returns each trained stage's `metrics.json`.
     """
     train_stage, _, _ = _training_scripts()
     updates: dict[str, Any] = {"common.model.foundation_encoder": str(foundation_encoder), "common.training.seed": seed}
     updates.update({f"stages.{stage}.training.max_train_steps": scaled_steps(steps, scale) for stage, steps in STAGE_STEPS.items()})
+    if semantic_preservation_weight is not None:
+        updates["stages.2.loss.semantic_preservation_weight"] = semantic_preservation_weight
+    stages = list(STAGE_STEPS)
+    if stage1_model is not None:
+        updates["stages.2.model.init_from"] = str(stage1_model)
+        stages = [stage for stage in stages if stage != 1]
     config = _write_config(REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", output_dir / "configs" / "tokenizer.yaml", updates)
-    train_stage.main(["--config", str(config), "--stage", "all", "--output_dir", str(output_dir)])
-    return {stage: json.loads((output_dir / f"stage{stage}" / "metrics.json").read_text()) for stage in STAGE_STEPS}
+    # One call per stage when stage 1 is skipped: `--stage all` would train it again.
+    for stage in ["all"] if stage1_model is None else stages:
+        train_stage.main(["--config", str(config), "--stage", str(stage), "--output_dir", str(output_dir)])
+    return {stage: json.loads((output_dir / f"stage{stage}" / "metrics.json").read_text()) for stage in stages}
 
 
 def train_class_conditional_dit(

@@ -18,7 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
-from diffusers_aligntok.training.config import STAGES, load_stage_config  # noqa: E402
+from accelerate import PartialState  # noqa: E402
+
+from diffusers_aligntok.training.config import STAGES, check_stage_sequence, load_stage_config  # noqa: E402
 from diffusers_aligntok.training.loop import run_stage  # noqa: E402
 from diffusers_aligntok.training.stages import stage_model_dir  # noqa: E402
 
@@ -42,12 +44,15 @@ def main(argv: list[str] | None = None) -> dict:
     stages = STAGES if args.stage == "all" else (int(args.stage),)
     # Validate every stage's config before the first step of the first stage.
     configs = {stage: load_stage_config(args.config, stage) for stage in stages}
+    check_stage_sequence(configs, str(args.config))
     results = {}
     for stage in stages:
         if args.stage == "all" and args.resume_from_checkpoint and (stage_model_dir(args.output_dir, stage) / "config.json").is_file():
             logging.info(f"Stage {stage} already finished in {args.output_dir}; skipping.")
             continue
         results[stage] = run_stage(configs[stage], stage, args.output_dir, args.resume_from_checkpoint)
+    # Once, after the last stage: every stage of this command trains in the same process group.
+    PartialState().destroy_process_group()
     return results
 
 

@@ -150,9 +150,16 @@ class ReconstructionLoss(nn.Module):
 
     with `adaptive_weight = ||grad_last L_nll|| / (||grad_last L_gan|| + 1e-4)`, clamped to `[0, adaptive_weight_max]`
     and detached, where `grad_last` is the gradient at the decoder's last layer (`model.decoder.conv_out.weight`) and
-    `L_nll = l1_weight * L1 + perceptual_weight * LPIPS`. L1 and LPIPS are batch means (taming's VQGAN form; LDM's KL
-    autoencoder sums over pixels instead, which only rescales the adaptive weight). Every term is computed in float32
-    with autocast off, whatever the input dtype.
+    `L_nll = l1_weight * L1 + perceptual_weight * LPIPS`. Every term is computed in float32 with autocast off, whatever
+    the input dtype.
+
+    Reductions: L1 is the mean absolute error over every element (pixels, channels and the batch) and LPIPS the batch
+    mean of the per-image distance (LPIPS itself averages over space): taming's VQGAN form. LDM's and VA-VAE's KL
+    autoencoders instead sum `|x - x_hat| + LPIPS` over the pixels before the batch mean, which multiplies L1, LPIPS and
+    (through the adaptive weight, which is proportional to the L_nll gradient) the GAN term by the same `C * H * W`:
+    the generator loss keeps its shape and Adam's steps barely change. Any term added *outside* this loss does not
+    scale with it, though: stage 2's `w_sp * L_sp` (a mean over latent elements) is weighed against this per-element
+    mean, so `w_sp = 1` here would be `w_sp = C * H * W` (196,608 at 256x256) in LDM's summed form.
 
     Who does what: call [`generator_loss`] for the autoencoder's step and [`discriminator_loss`] for the
     discriminator's; both take the global step and use [`is_gan_active`] to decide whether the GAN part runs.

@@ -18,7 +18,10 @@ def semantic_preservation_loss(latents: torch.Tensor, target_latents: torch.Tens
     Paper settings (DESIGN.md): L2, measured after the adapter (before it was clearly worse), weighted by `w_sp = 1`
     on ImageNet and 3 on LAION (the weight is the caller's); cosine instead of L2 works about as well. The paper does
     not say how the L2 is normalised; ours is the mean over all elements, so its scale does not depend on the latent's
-    size, and the paper's `w_sp` values may need retuning with it.
+    size. It is added to `ReconstructionLoss`'s per-element mean L_rec, so `w_sp` weighs one unit of mean squared
+    latent error against one unit of mean absolute pixel error; with LDM-style code, which sums L_rec over the pixels,
+    the same balance needs `w_sp` times `C * H * W` (see `ReconstructionLoss`). At toy scale w_sp behaves as the
+    paper's ablation reports (the latent's linear probe rises with w_sp; `benchmarks/toy_reproduction.py`).
 
     Args:
         latents (`torch.Tensor`): `(batch, channels, h, w)` latents of the model being trained; gradients flow here.

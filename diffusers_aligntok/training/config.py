@@ -52,6 +52,16 @@ class DiscriminatorConfig:
 
 @dataclass
 class LossConfig:
+    """The generator loss `L1 + perceptual + adaptive GAN (+ w_sp * L_sp in stage 2)`, every term a mean.
+
+    Reductions (they fix what each weight means): L1 is the mean absolute error over every pixel, channel and image;
+    the perceptual term is the batch mean of LPIPS (itself a spatial mean); L_sp is the mean over every latent element
+    (L2) or over latent positions (cosine). LDM / VA-VAE's KL autoencoder loss instead *sums* L1 + LPIPS over the
+    pixels (x 3 * 256 * 256 = 196,608 at 256 px) before its batch mean: that scales L1, LPIPS and the adaptive GAN term
+    alike (so their ratios and, through Adam, the training are unchanged), but it would shrink a mean-reduced
+    `w_sp * L_sp` by that factor. `w_sp = 1` here is therefore relative to a per-pixel mean L_rec.
+    """
+
     l1_weight: float = 1.0
     # "lpips-vgg" (real LPIPS), "lpips-vgg-random-trunk" (offline stand-in, not a metric) or None (term off).
     perceptual_network: str | None = "lpips-vgg"
@@ -59,9 +69,14 @@ class LossConfig:
     # Local torchvision VGG16 state dict for offline machines; None downloads it on first use.
     perceptual_trunk_weights_path: str | None = None
     gan_weight: float = 0.5
+    # Counted from the stage's own step 0.
     gan_start_step: int = 0
     adaptive_weight_max: float = 1.0e4
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    # Where stages 2 and 3 get their discriminator: "previous_stage" (its weights and optimiser state, as continued
+    # LDM / VA-VAE training does), "fresh" (random), or a saved `<run>/stage<k>/discriminator` directory. Stage 1
+    # always starts fresh unless a directory is given.
+    discriminator_init_from: str = "previous_stage"
     # w_sp: weight of the semantic preservation loss (stage 2 only).
     semantic_preservation_weight: float = 0.0
     semantic_preservation_kind: str = "l2"
@@ -135,8 +150,39 @@ def load_stage_config(path: str | Path, stage: int) -> StageConfig:
     overrides = next((value for key, value in stages.items() if str(key) == str(stage)), None) or {}
     merged = _deep_merge(raw.get("common") or {}, overrides)
     config = config_from_dict(StageConfig, merged, f"{Path(path).name}:stage{stage}")
-    _check_values(config, f"{Path(path).name}:stage{stage}")
+    _check_values(config, stage, f"{Path(path).name}:stage{stage}")
     return config
+
+
+def check_stage_sequence(configs: dict[int, StageConfig], where: str) -> None:
+    """Checks that consecutive stages run in one command fit together (`train_stage.py --stage all`).
+
+    One process runs them all, so they share accelerate's process-wide state (mixed precision); and a stage that
+    carries the previous stage's discriminator needs the previous stage to train one with the same architecture.
+    """
+    stages = sorted(configs)
+    precisions = {stage: configs[stage].training.mixed_precision for stage in stages}
+    if len(set(precisions.values())) > 1:
+        raise ConfigError(
+            f"{where}: training.mixed_precision differs between stages ({precisions}), but the stages of one command "
+            "share one accelerate state; use one value in `common`, or run the stages as separate commands."
+        )
+    for stage in stages:
+        loss, previous = configs[stage].loss, configs.get(stage - 1)
+        if previous is None or loss.gan_weight == 0 or loss.discriminator_init_from != "previous_stage":
+            continue
+        if previous.loss.gan_weight == 0:
+            raise ConfigError(
+                f"{where}: stage {stage} carries the stage-{stage - 1} discriminator on (loss.discriminator_init_from: "
+                f"previous_stage), but stage {stage - 1} trains none (loss.gan_weight 0). Set "
+                f"stages.{stage}.loss.discriminator_init_from to 'fresh', or give stage {stage - 1} a GAN."
+            )
+        if previous.loss.discriminator != loss.discriminator:
+            raise ConfigError(
+                f"{where}: stage {stage} carries the stage-{stage - 1} discriminator on, but loss.discriminator "
+                f"differs ({previous.loss.discriminator} vs {loss.discriminator}); keep it in `common`, or set "
+                f"stages.{stage}.loss.discriminator_init_from to 'fresh'."
+            )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -213,23 +259,77 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _check_values(config: StageConfig, where: str) -> None:
-    training, optimizer, loss = config.training, config.optimizer, config.loss
+def _check_values(config: StageConfig, stage: int, where: str) -> None:
+    """Range checks of every weight, rate and size, each naming its key; run before any model is built."""
+    model, data, loss = config.model, config.data, config.loss
+    optimizer, training = config.optimizer, config.training
+    from diffusers.optimization import SchedulerType  # lazy: keeps importing the config module cheap
+
+    from ..losses import PERCEPTUAL_NETWORKS, SEMANTIC_PRESERVATION_KINDS
+    from .discriminator_handoff import DISCRIMINATOR_INIT_CHOICES
+
+    schedulers = [scheduler.value for scheduler in SchedulerType]
     checks = [
-        (training.train_batch_size > 0, "training.train_batch_size must be positive"),
-        (training.gradient_accumulation_steps > 0, "training.gradient_accumulation_steps must be positive"),
-        (training.max_train_steps > 0, "training.max_train_steps must be positive"),
-        (training.checkpointing_steps > 0, "training.checkpointing_steps must be positive"),
-        (training.validation_steps > 0, "training.validation_steps must be positive"),
-        (training.mixed_precision in ("no", "bf16", "fp16"), "training.mixed_precision must be 'no', 'bf16' or 'fp16'"),
-        (training.ema_decay is None or 0 < training.ema_decay < 1, "training.ema_decay must be in (0, 1) or null"),
-        (optimizer.learning_rate > 0, "optimizer.learning_rate must be positive"),
-        (loss.semantic_preservation_kind in ("l2", "cosine"), "loss.semantic_preservation_kind must be 'l2' or 'cosine'"),
-        (config.data.resolution > 0, "data.resolution must be positive"),
+        (bool(model.preset), "model.preset", "must name a preset (see diffusers_aligntok.PRESETS)"),
+        (data.resolution > 0, "data.resolution", "must be positive"),
+        (data.max_samples is None or data.max_samples > 0, "data.max_samples", "must be positive or null"),
+        (data.num_builtin_samples > 0, "data.num_builtin_samples", "must be positive"),
+        (data.num_validation_images > 0, "data.num_validation_images", "must be positive"),
+        (data.dataloader_num_workers >= 0, "data.dataloader_num_workers", "must be 0 or more"),
+        (loss.l1_weight >= 0, "loss.l1_weight", "must be 0 or more"),
+        (loss.perceptual_weight >= 0, "loss.perceptual_weight", "must be 0 or more"),
+        (loss.perceptual_network is None or loss.perceptual_network in PERCEPTUAL_NETWORKS, "loss.perceptual_network",
+         f"must be one of {list(PERCEPTUAL_NETWORKS)} or null"),
+        (loss.perceptual_weight == 0 or loss.perceptual_network is not None, "loss.perceptual_weight",
+         "must be 0 when loss.perceptual_network is null (the term would be off while the config says it is on)"),
+        (loss.l1_weight + loss.perceptual_weight > 0, "loss.l1_weight",
+         "and loss.perceptual_weight cannot both be 0: nothing would teach the decoder to reconstruct"),
+        (loss.gan_weight >= 0, "loss.gan_weight", "must be 0 or more"),
+        (loss.gan_start_step >= 0, "loss.gan_start_step", "must be 0 or more"),
+        (loss.adaptive_weight_max > 0, "loss.adaptive_weight_max", "must be positive"),
+        (loss.discriminator.base_channels > 0, "loss.discriminator.base_channels", "must be positive"),
+        (loss.discriminator.num_layers > 0, "loss.discriminator.num_layers", "must be positive"),
+        (loss.discriminator.norm in ("group", "batch", "none"), "loss.discriminator.norm",
+         "must be 'group', 'batch' or 'none'"),
+        (loss.discriminator_init_from in DISCRIMINATOR_INIT_CHOICES or Path(loss.discriminator_init_from).is_dir(),
+         "loss.discriminator_init_from", f"must be one of {list(DISCRIMINATOR_INIT_CHOICES)} or an existing directory"),
+        (loss.semantic_preservation_weight >= 0, "loss.semantic_preservation_weight", "must be 0 or more"),
+        (stage == 2 or loss.semantic_preservation_weight == 0, "loss.semantic_preservation_weight",
+         "must be 0 outside stage 2 (only stage 2 has the frozen stage-1 target); set it under stages.2"),
+        (loss.semantic_preservation_kind in SEMANTIC_PRESERVATION_KINDS, "loss.semantic_preservation_kind",
+         f"must be one of {list(SEMANTIC_PRESERVATION_KINDS)}"),
+        (optimizer.learning_rate > 0, "optimizer.learning_rate", "must be positive"),
+        (optimizer.encoder_learning_rate is None or optimizer.encoder_learning_rate > 0, "optimizer.encoder_learning_rate",
+         "must be positive or null"),
+        (optimizer.discriminator_learning_rate > 0, "optimizer.discriminator_learning_rate", "must be positive"),
+        (0 <= optimizer.adam_beta1 < 1, "optimizer.adam_beta1", "must be in [0, 1)"),
+        (0 <= optimizer.adam_beta2 < 1, "optimizer.adam_beta2", "must be in [0, 1)"),
+        (optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be 0 or more"),
+        (optimizer.lr_scheduler in schedulers, "optimizer.lr_scheduler", f"must be one of {schedulers}"),
+        (optimizer.lr_warmup_steps >= 0, "optimizer.lr_warmup_steps", "must be 0 or more"),
+        (optimizer.max_grad_norm >= 0, "optimizer.max_grad_norm", "must be 0 (no clipping) or more"),
+        (training.train_batch_size > 0, "training.train_batch_size", "must be positive"),
+        (training.gradient_accumulation_steps > 0, "training.gradient_accumulation_steps", "must be positive"),
+        (training.max_train_steps > 0, "training.max_train_steps", "must be positive"),
+        (training.mixed_precision in ("no", "bf16", "fp16"), "training.mixed_precision", "must be 'no', 'bf16' or 'fp16'"),
+        (training.ema_decay is None or 0 < training.ema_decay < 1, "training.ema_decay", "must be in (0, 1) or null"),
+        (training.encoder_lora_rank is None or training.encoder_lora_rank > 0, "training.encoder_lora_rank",
+         "must be positive or null"),
+        (training.checkpointing_steps > 0, "training.checkpointing_steps", "must be positive"),
+        (training.checkpoints_total_limit is None or training.checkpoints_total_limit > 0,
+         "training.checkpoints_total_limit", "must be positive or null (keep all)"),
+        (training.validation_steps > 0, "training.validation_steps", "must be positive"),
+        (training.log_every_steps > 0, "training.log_every_steps", "must be positive"),
     ]
-    for ok, message in checks:
+    for ok, key, requirement in checks:
         if not ok:
-            raise ConfigError(f"{where}: {message}.")
+            raise ConfigError(f"{where}: {key} {requirement}, got {_value_at(config, key)!r}.")
     if training.mixed_precision == "fp16":
         # DESIGN: never train the tokenizer or the discriminator in pure fp16 (GAN + LPIPS overflow).
         raise ConfigError(f"{where}: training.mixed_precision 'fp16' is not supported for tokenizer training; use 'bf16'.")
+
+
+def _value_at(config: Any, dotted_key: str) -> Any:
+    for name in dotted_key.split("."):
+        config = getattr(config, name)
+    return config

@@ -19,6 +19,7 @@ from ..models import AlignedAutoencoderKL, LightningDiTTransformer2DModel
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import config_to_dict
 from .dit_config import DiTConfig
+from .distributed import GlobalBatch
 from .flow_matching import flow_matching_loss
 from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
@@ -132,6 +133,9 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
     loss_curve: list[dict[str, float]] = []
     progress = tqdm(total=training.max_train_steps, initial=global_step, desc="DiT", disable=not accelerator.is_local_main_process)
     images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
+    # Noise, sigmas and label dropout are drawn per global (micro-)batch and sliced to this rank, so N ranks at
+    # batch b train exactly what one process at N * b does (see `distributed.py`).
+    global_batch = GlobalBatch.of(accelerator)
     step_started = time.perf_counter()
 
     # ---- train ----
@@ -144,7 +148,7 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
         batches = accelerator.skip_first_batches(dataloader, batches_to_skip) if epoch == first_epoch and batches_to_skip else dataloader
         for batch in batches:
             with accelerator.accumulate(transformer):
-                loss, logs = flow_matching_loss(transformer, batch["latents"], batch["label"], config.flow)
+                loss, logs = flow_matching_loss(transformer, batch["latents"], batch["label"], config.flow, global_batch)
                 raise_if_not_finite(accelerator, logs, global_step)
                 backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, optimizer_config.max_grad_norm)
             if not accelerator.sync_gradients:
@@ -161,7 +165,8 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
                 loss_curve.append({"step": global_step, **values})
                 progress.set_postfix(loss=f"{values['loss/total']:.4f}")
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit)
+                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
+                                synchronized_models={"transformer": transformer})
             if tokenizer is not None and accelerator.is_main_process and (
                 global_step % training.validation_steps == 0 or global_step == training.max_train_steps
             ):

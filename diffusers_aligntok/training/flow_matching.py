@@ -4,25 +4,36 @@
 `timestep = sigma * 1000` and predicts the velocity `noise - x0`, exactly what `FlowMatchEulerDiscreteScheduler`
 integrates at sampling time. Training sigmas are logit-normal (diffusers' `compute_density_for_timestep_sampling`),
 optionally shifted like the sampler's timestep shift.
+
+Every random tensor of a step (noise, sigmas, the label-dropout mask) is drawn for the whole data-parallel global
+batch and sliced to this rank (`distributed.GlobalBatch`), so N ranks at batch b train what one process at N * b does.
 """
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from diffusers.training_utils import compute_density_for_timestep_sampling
 
 from .dit_config import FlowMatchingConfig
+from .distributed import SINGLE_PROCESS, GlobalBatch
 
 
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def sample_sigmas(config: FlowMatchingConfig, batch_size: int, device: torch.device) -> torch.Tensor:
-    u = compute_density_for_timestep_sampling(
-        weighting_scheme=config.timestep_sampling,
-        batch_size=batch_size,
-        logit_mean=config.logit_mean,
-        logit_std=config.logit_std,
-        mode_scale=1.29,
+def sample_sigmas(
+    config: FlowMatchingConfig, batch_size: int, device: torch.device, global_batch: GlobalBatch = SINGLE_PROCESS
+) -> torch.Tensor:
+    """`batch_size` (this rank's batch) training sigmas: this rank's rows of a draw for the global batch."""
+    u = global_batch.draw(
+        lambda size: compute_density_for_timestep_sampling(
+            weighting_scheme=config.timestep_sampling,
+            batch_size=size,
+            logit_mean=config.logit_mean,
+            logit_std=config.logit_std,
+            mode_scale=1.29,
+        ),
+        batch_size,
     ).to(device)
     return shift_sigmas(u, config.timestep_shift)
 
@@ -37,13 +48,22 @@ def flow_matching_loss(
     latents: torch.Tensor,
     class_labels: torch.Tensor,
     config: FlowMatchingConfig,
+    global_batch: GlobalBatch = SINGLE_PROCESS,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Velocity-matching MSE (+ optional velocity-direction cosine loss, as LightningDiT), computed in float32."""
-    noise = torch.randn_like(latents)
-    sigmas = sample_sigmas(config, latents.shape[0], latents.device).view(-1, 1, 1, 1)
+    """Velocity-matching MSE (+ optional velocity-direction cosine loss, as LightningDiT), computed in float32.
+
+    `global_batch` places this rank's `latents` in the step's global batch (`GlobalBatch.of(accelerator)`); the
+    noise, sigmas and (in training mode) the label-dropout mask are that global batch's draws at this rank's rows.
+    """
+    batch_size = latents.shape[0]
+    noise = global_batch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
+    sigmas = sample_sigmas(config, batch_size, latents.device, global_batch).view(-1, 1, 1, 1)
+    # Drawn here rather than inside the model's label embedder (which would draw for the local batch only), at the
+    # same point of the random stream: after the noise and sigmas, before the forward.
+    drop_labels = label_dropout_mask(model, batch_size, class_labels.device, global_batch)
     noisy = (1 - sigmas) * latents + sigmas * noise
     target = (noise - latents).float()
-    prediction = model(noisy, sigmas.flatten() * NUM_TRAIN_TIMESTEPS, class_labels).sample.float()
+    prediction = model(noisy, sigmas.flatten() * NUM_TRAIN_TIMESTEPS, class_labels, force_drop_ids=drop_labels).sample.float()
     mse = F.mse_loss(prediction, target)
     logs = {"loss/velocity_mse": mse.detach()}
     loss = mse
@@ -53,3 +73,19 @@ def flow_matching_loss(
         logs["loss/velocity_cosine"] = cosine.detach()
     logs["loss/total"] = loss.detach()
     return loss, logs
+
+
+def label_dropout_mask(
+    model: torch.nn.Module, batch_size: int, device: torch.device, global_batch: GlobalBatch = SINGLE_PROCESS
+) -> torch.Tensor | None:
+    """The classifier-free-guidance label dropout the model's `class_embedder` would apply now, as a global-batch draw.
+
+    `None` (no dropout, nothing drawn) unless the embedder is in training mode with `dropout_prob > 0`, exactly when
+    diffusers' `LabelEmbedding` would draw `torch.rand(batch) < dropout_prob` itself; the result goes to the model's
+    `force_drop_ids`. With one process it is that same draw.
+    """
+    embedder = getattr(extract_model_from_parallel(model), "class_embedder", None)
+    probability = getattr(embedder, "dropout_prob", 0.0)
+    if embedder is None or not embedder.training or not probability > 0:
+        return None
+    return global_batch.rand((batch_size,), device=device) < probability

@@ -20,10 +20,11 @@ from ..data import ImageDatasetConfig, build_image_dataset
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, build_perceptual_network
 from ..models import AlignedAutoencoderKL
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
-from .config import StageConfig, config_to_dict
+from .config import ConfigError, StageConfig, config_to_dict
+from .discriminator_handoff import load_discriminator_state, resolve_discriminator_init, save_discriminator_state
 from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
-from .step import TokenizerTrainingComponents, tokenizer_training_step
+from .step import TokenizerReconstruction, TokenizerTrainingComponents, tokenizer_training_step
 from .validation import psnr, reconstruct, save_reconstruction_grid
 
 
@@ -33,7 +34,13 @@ logger = get_logger(__name__)
 def run_stage(
     config: StageConfig, stage: int, output_dir: str | Path, resume_from_checkpoint: str | None = None
 ) -> dict[str, Any]:
-    """Trains one stage and writes `<output_dir>/stage<k>/model` (diffusers format) plus its config and metrics."""
+    """Trains one stage and writes `<output_dir>/stage<k>/model` (diffusers format) plus its config and metrics.
+
+    Also writes `<output_dir>/stage<k>/discriminator/` (weights and optimiser state) when the stage trains a GAN, for
+    the next stage to carry on (`loss.discriminator_init_from`). It does not call `accelerator.end_training()`: that
+    destroys the process group, which the next stage of the same command still needs; the caller ends it once
+    (`train_stage.py` does, after the last stage).
+    """
     training, optimizer_config, loss_config = config.training, config.optimizer, config.loss
     stage_dir = stage_output_dir(output_dir, stage)
     accelerator = build_accelerator(training, stage_dir)
@@ -46,9 +53,19 @@ def run_stage(
     # ---- models, losses, optimisers ----
     models = build_stage_models(config, stage, output_dir)
     tokenizer = models.tokenizer
+    _check_resolution_fits(config, tokenizer)
     discriminator = (
         PatchGANDiscriminator(**asdict(loss_config.discriminator)) if loss_config.gan_weight > 0 else None
     )
+    # Where the discriminator starts: the previous stage's (weights now, optimiser state after `prepare`) or fresh.
+    discriminator_init_dir = resolve_discriminator_init(config, stage, output_dir) if discriminator is not None else None
+    carried_discriminator = (
+        load_discriminator_state(discriminator_init_dir, loss_config.discriminator)
+        if discriminator_init_dir is not None
+        else None
+    )
+    if carried_discriminator is not None:
+        discriminator.load_state_dict(carried_discriminator.weights)
     perceptual_network = build_perceptual_network(
         loss_config.perceptual_network if loss_config.perceptual_weight > 0 else None,
         trunk_weights_path=loss_config.perceptual_trunk_weights_path,
@@ -103,16 +120,23 @@ def run_stage(
         # global RNG that the random crops and flips use: with in-process loading a resume replays them exactly.
         generator=torch.Generator().manual_seed(training.seed),
     )
-    prepared = accelerator.prepare(tokenizer, tokenizer_optimizer, dataloader, lr_scheduler)
-    tokenizer, tokenizer_optimizer, dataloader, lr_scheduler = prepared
+    # The training forward is the prepared wrapper's: DDP/FSDP/DeepSpeed see every forward that carries gradients.
+    prepared = accelerator.prepare(TokenizerReconstruction(tokenizer), tokenizer_optimizer, dataloader, lr_scheduler)
+    reconstruction_module, tokenizer_optimizer, dataloader, lr_scheduler = prepared
     if discriminator is not None:
         discriminator, discriminator_optimizer = accelerator.prepare(discriminator, discriminator_optimizer)
+        if carried_discriminator is not None:
+            carried_discriminator.load_optimizer_state(accelerator, discriminator_optimizer)
+            logger.info(
+                f"Stage {stage}: discriminator carried over from {discriminator_init_dir} "
+                f"({carried_discriminator.num_updates} updates so far)"
+            )
     reconstruction_loss.to(accelerator.device)
     if models.semantic_target is not None:
         models.semantic_target.to(accelerator.device)
     if ema is not None:
         ema.to(accelerator.device)
-    raw_tokenizer: AlignedAutoencoderKL = accelerator.unwrap_model(tokenizer)
+    raw_tokenizer: AlignedAutoencoderKL = accelerator.unwrap_model(reconstruction_module).tokenizer
     if training.compile:
         # In-place compile keeps parameter names, so checkpoints and save_pretrained are unaffected.
         raw_tokenizer.encoder.compile()
@@ -124,6 +148,9 @@ def run_stage(
     resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
     model_config = to_jsonable(dict(raw_tokenizer.config))
     training_state = {"stage": stage, "model_config": model_config}
+    synchronized_models = {"tokenizer": reconstruction_module}
+    if discriminator is not None:
+        synchronized_models["discriminator"] = discriminator
     if resume_path is not None:
         state = check_resume_compatible(resume_path, training_state)
         accelerator.load_state(str(resume_path))
@@ -140,7 +167,7 @@ def run_stage(
         _write_run_config(stage_dir, config, stage)
     components = TokenizerTrainingComponents(
         accelerator=accelerator,
-        tokenizer=tokenizer,
+        reconstruction_module=reconstruction_module,
         discriminator=discriminator,
         reconstruction_loss=reconstruction_loss,
         tokenizer_optimizer=tokenizer_optimizer,
@@ -163,7 +190,7 @@ def run_stage(
     step_started = time.perf_counter()
 
     # ---- train ----
-    tokenizer.train()
+    reconstruction_module.train()
     for module in models.frozen_modules:
         module.eval()  # frozen parts keep eval-mode behaviour (no dropout / drop-path)
     for epoch in range(first_epoch, num_epochs):
@@ -193,7 +220,8 @@ def run_stage(
                 first_logs = first_logs or dict(last_logs)
                 progress.set_postfix(loss=f"{last_logs['loss/total']:.4f}", img_s=f"{last_logs['throughput/images_per_second']:.1f}")
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit)
+                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
+                                synchronized_models=synchronized_models)
             if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
                 if accelerator.is_main_process:
                     last_logs["validation/psnr"] = _validate(accelerator, raw_tokenizer, ema, validation_images, stage_dir, global_step)
@@ -204,6 +232,12 @@ def run_stage(
 
     # ---- export ----
     total_skipped = int(accelerator.reduce(num_skipped_images.clone(), "sum"))
+    if discriminator is not None:
+        previous_updates = carried_discriminator.num_updates if carried_discriminator is not None else 0
+        save_discriminator_state(
+            accelerator, discriminator, discriminator_optimizer, stage_dir / "discriminator", loss_config.discriminator,
+            num_updates=previous_updates + _discriminator_updates(reconstruction_loss, global_step),
+        )
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
         final_tokenizer = _final_tokenizer(raw_tokenizer, ema)
@@ -228,8 +262,26 @@ def run_stage(
         if total_skipped:
             logger.warning(f"Stage {stage}: skipped {total_skipped} corrupt or unreadable images (see warnings above).")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:
+        tracker.finish()
     return metrics
+
+
+def _discriminator_updates(reconstruction_loss: ReconstructionLoss, global_step: int) -> int:
+    """Discriminator updates made in this stage's steps `[0, global_step)` (it trains from `gan_start_step` on)."""
+    return max(0, global_step - reconstruction_loss.gan_start_step)
+
+
+def _check_resolution_fits(config: StageConfig, tokenizer: AlignedAutoencoderKL) -> None:
+    factor = tokenizer.spatial_compression_ratio
+    resolution = config.data.resolution
+    if resolution % factor:
+        lower = max(factor, resolution // factor * factor)
+        raise ConfigError(
+            f"data.resolution {resolution} is not a multiple of {factor}, the spatial factor of the tokenizer "
+            f"(2 ** (len(block_out_channels) - 1) = {factor} for preset {config.model.preset!r}); set data.resolution "
+            f"to {lower} or {lower + factor}."
+        )
 
 
 def _dataset_config(config: StageConfig, validation: bool) -> ImageDatasetConfig:
@@ -297,17 +349,17 @@ def _register_checkpoint_hooks(accelerator: Accelerator) -> None:
             return
         for index in reversed(range(len(models))):
             model = accelerator.unwrap_model(models[index])
-            if isinstance(model, AlignedAutoencoderKL):
-                export_tokenizer(model).save_pretrained(os.path.join(output_dir, "tokenizer"))
-                if not _has_lora(model):
+            if isinstance(model, TokenizerReconstruction):
+                export_tokenizer(model.tokenizer).save_pretrained(os.path.join(output_dir, "tokenizer"))
+                if not _has_lora(model.tokenizer):
                     weights.pop(index)
 
     def load_model_hook(models, input_dir):
         for index in reversed(range(len(models))):
             model = accelerator.unwrap_model(models[index])
-            if isinstance(model, AlignedAutoencoderKL) and not _has_lora(model):
+            if isinstance(model, TokenizerReconstruction) and not _has_lora(model.tokenizer):
                 loaded = AlignedAutoencoderKL.from_pretrained(os.path.join(input_dir, "tokenizer"))
-                model.load_state_dict(loaded.state_dict())
+                model.tokenizer.load_state_dict(loaded.state_dict())
                 models.pop(index)
 
     accelerator.register_save_state_pre_hook(save_model_hook)

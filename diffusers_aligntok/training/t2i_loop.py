@@ -4,6 +4,10 @@ Flow matching as FLUX: `x_sigma = (1 - sigma) x0 + sigma noise`, velocity target
 shifted by FLUX's resolution-dependent `mu` (more image tokens -> noisier training), the transformer called exactly as
 `FluxPipeline` calls it (packed tokens, `timestep = sigma`, RoPE ids, CLIP pooled + T5 states), so the saved pipeline
 samples what was trained.
+
+Every random tensor of a step (the posterior sample of a stochastic VAE, caption dropout, noise, sigmas) is drawn for
+the whole data-parallel global batch and sliced to this rank (`distributed.GlobalBatch`), so N ranks at batch b train
+what one process at N * b does.
 """
 
 import json
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, set_seed
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.optimization import get_scheduler
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
@@ -27,6 +32,7 @@ from ..data.text_image_datasets import BucketBatchSampler, build_text_image_data
 from ..pipelines.pipeline_aligntok_flux import AlignTokFluxPipeline, latent_image_ids, pack_latents, unpack_latents
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import config_to_dict
+from .distributed import SINGLE_PROCESS, GlobalBatch
 from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
 from .latent_cache import tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
@@ -42,11 +48,19 @@ logger = get_logger(__name__)
 _LATENT_STD_RANGE = (0.5, 2.0)
 
 
-def sample_flux_sigmas(config: T2IFlowConfig, batch_size: int, image_seq_len: int, device) -> torch.Tensor:
-    """Training sigmas: logit-normal, then FLUX's exponential shift with `mu` interpolated from the token count."""
-    sigmas = compute_density_for_timestep_sampling(
-        weighting_scheme=config.timestep_sampling, batch_size=batch_size, logit_mean=config.logit_mean,
-        logit_std=config.logit_std, mode_scale=1.29,
+def sample_flux_sigmas(
+    config: T2IFlowConfig, batch_size: int, image_seq_len: int, device, global_batch: GlobalBatch = SINGLE_PROCESS
+) -> torch.Tensor:
+    """Training sigmas: logit-normal, then FLUX's exponential shift with `mu` interpolated from the token count.
+
+    `batch_size` is this rank's batch; the draw is made for the global batch and this rank's rows are kept.
+    """
+    sigmas = global_batch.draw(
+        lambda size: compute_density_for_timestep_sampling(
+            weighting_scheme=config.timestep_sampling, batch_size=size, logit_mean=config.logit_mean,
+            logit_std=config.logit_std, mode_scale=1.29,
+        ),
+        batch_size,
     ).to(device)
     if config.resolution_dependent_shift:
         mu = calculate_shift(image_seq_len, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift)
@@ -56,15 +70,18 @@ def sample_flux_sigmas(config: T2IFlowConfig, batch_size: int, image_seq_len: in
 
 def flux_flow_matching_loss(
     transformer: torch.nn.Module, latents: torch.Tensor, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
-    patch_size: int, config: T2IFlowConfig,
+    patch_size: int, config: T2IFlowConfig, global_batch: GlobalBatch = SINGLE_PROCESS,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Velocity MSE of the FLUX transformer on normalised `(B, C, h, w)` latents, in float32."""
+    """Velocity MSE of the FLUX transformer on normalised `(B, C, h, w)` latents, in float32.
+
+    Noise and sigmas are this rank's rows (`global_batch`) of draws made for the step's global batch.
+    """
     batch, _, height, width = latents.shape
     rows, columns = height // patch_size, width // patch_size
     # Not randn_like: it follows the memory layout (VAE outputs can be channels-last), so the same latents would get
     # different noise depending on where they came from (the cache or a live encode).
-    noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
-    sigmas = sample_flux_sigmas(config, batch, rows * columns, latents.device)
+    noise = global_batch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
+    sigmas = sample_flux_sigmas(config, batch, rows * columns, latents.device, global_batch)
     noisy = (1 - sigmas.view(-1, 1, 1, 1)) * latents + sigmas.view(-1, 1, 1, 1) * noise
     prediction = transformer(
         hidden_states=pack_latents(noisy, patch_size),
@@ -81,11 +98,15 @@ def flux_flow_matching_loss(
     return mse, {"loss/velocity_mse": mse.detach(), "loss/total": mse.detach()}
 
 
-def drop_captions(prompt_embeds, pooled, empty_prompt_embeds, empty_pooled, probability: float):
-    """Caption dropout for CFG: each sample's conditioning becomes the empty caption's with `probability`."""
+def drop_captions(prompt_embeds, pooled, empty_prompt_embeds, empty_pooled, probability: float,
+                  global_batch: GlobalBatch = SINGLE_PROCESS):
+    """Caption dropout for CFG: each sample's conditioning becomes the empty caption's with `probability`.
+
+    The mask is this rank's rows (`global_batch`) of a draw for the step's global batch.
+    """
     if probability <= 0:
         return prompt_embeds, pooled
-    drop = torch.rand(prompt_embeds.shape[0], device=prompt_embeds.device) < probability
+    drop = global_batch.rand((prompt_embeds.shape[0],), device=prompt_embeds.device) < probability
     prompt_embeds = torch.where(drop.view(-1, 1, 1), empty_prompt_embeds.to(prompt_embeds), prompt_embeds)
     pooled = torch.where(drop.view(-1, 1), empty_pooled.to(pooled), pooled)
     return prompt_embeds, pooled
@@ -186,6 +207,8 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
     latent_std: float | None = None
     progress = tqdm(total=training.max_train_steps, initial=global_step, desc="T2I", disable=not accelerator.is_local_main_process)
     step_started = time.perf_counter()
+    # Every draw of a micro-batch is made for its global micro-batch of N * b and sliced to this rank (distributed.py).
+    global_batch = GlobalBatch.of(accelerator)
 
     # ---- train ----
     while global_step < training.max_train_steps:
@@ -199,11 +222,13 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
             if batch_index >= batches_left:
                 break
             with accelerator.accumulate(transformer):
-                latents, prompt_embeds, pooled = _conditioning(batch, vae, text_encoders, accelerator.device, weight_dtype, counters)
+                latents, prompt_embeds, pooled = _conditioning(
+                    batch, vae, text_encoders, accelerator.device, weight_dtype, counters, global_batch)
                 if latent_std is None:
                     latent_std = _check_latent_scale(latents, vae)
-                prompt_embeds, pooled = drop_captions(prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob)
-                loss, logs = flux_flow_matching_loss(transformer, latents, prompt_embeds, pooled, patch, config.flow)
+                prompt_embeds, pooled = drop_captions(
+                    prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob, global_batch)
+                loss, logs = flux_flow_matching_loss(transformer, latents, prompt_embeds, pooled, patch, config.flow, global_batch)
                 raise_if_not_finite(accelerator, logs, global_step)
                 backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm)
             if not accelerator.sync_gradients:
@@ -222,7 +247,7 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
                 progress.set_postfix(loss=f"{values['loss/total']:.4f}")
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
                 save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
-                                extra_save=save_ema_shard)
+                                extra_save=save_ema_shard, synchronized_models={"transformer": transformer})
             if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
                 with _ema_weights(ema, raw_transformer):
                     _save_validation_grid(_pipeline(raw_transformer, vae, text_encoders, config), config, buckets, accelerator,
@@ -259,22 +284,37 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
     return metrics
 
 
-def _conditioning(batch, vae, text_encoders, device, weight_dtype, counters):
-    """Normalised latents and text embeddings of a batch, from the cache or encoded now with the frozen models."""
+def _conditioning(batch, vae, text_encoders, device, weight_dtype, counters, global_batch: GlobalBatch = SINGLE_PROCESS):
+    """Normalised latents and text embeddings of a batch, from the cache or encoded now with the frozen models.
+
+    A stochastic VAE's posterior sample uses noise cut from a global-batch draw (`global_batch`).
+    """
     if "latent_mean" in batch:
         latents = batch["latent_mean"].to(device)
         if "latent_std" in batch:
-            latents = latents + batch["latent_std"].to(device) * torch.randn_like(latents)
+            noise = global_batch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
+            latents = latents + batch["latent_std"].to(device) * noise
         prompt_embeds, pooled = batch["prompt_embeds"].to(device), batch["pooled_prompt_embeds"].to(device)
     else:
         with torch.no_grad():
-            latents = vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist.sample()
+            latents = _sample_posterior(vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist, global_batch)
             prompt_embeds, pooled = text_encoders.encode(batch["caption"])
         truncated = text_encoders.count_truncated(batch["caption"])
         counters["truncated_clip"] += truncated["clip"]
         counters["truncated_t5"] += truncated["t5"]
         counters["skipped_unreadable"] += int(batch["num_skipped"])
     return normalize_latents(vae, latents.float()), prompt_embeds.to(weight_dtype), pooled.to(weight_dtype)
+
+
+def _sample_posterior(distribution, global_batch: GlobalBatch) -> torch.Tensor:
+    """`distribution.sample()` with its noise cut from a global-batch draw: `mean + std * noise` for diffusers'
+    `DiagonalGaussianDistribution` (drawn as its `sample` draws it, so one process gets the same numbers); any other
+    posterior (AlignTok's deterministic one draws nothing) samples itself."""
+    if type(distribution).sample is not DiagonalGaussianDistribution.sample:
+        return distribution.sample()
+    parameters = distribution.parameters
+    noise = global_batch.randn(distribution.mean.shape, device=parameters.device, dtype=parameters.dtype)
+    return distribution.mean + distribution.std * noise
 
 
 def _check_latent_scale(latents: torch.Tensor, vae) -> float:

@@ -261,21 +261,57 @@ def test_package_exposes_the_flux_pipeline_in_the_diffusers_namespace():
     assert diffusers.AlignTokFluxPipeline is diffusers_aligntok.AlignTokFluxPipeline
 
 
-def test_two_cpu_processes_build_the_cache_and_train(tmp_path, models_dir):
-    """Two DDP ranks (accelerate reports MULTI_CPU): each writes its cache shards, both train, rank 0 exports."""
+def test_two_ranks_build_the_cache_and_train_exactly_what_one_process_trains_on_the_global_batch(tmp_path, models_dir):
+    """2 DDP CPU ranks (accelerate reports MULTI_CPU) at per-rank batch 2 against one process at batch 4 (fp32, 4 steps).
+
+    The ranks build the cache (each its shards) and train; the one-process runs reuse that cache, so both see the same
+    latents. `BucketBatchSampler` cuts the same global batches of 4 for both and gives rank r positions [2r, 2r + 2);
+    caption dropout, noise and sigmas are global-batch draws. So the transformers (EMA export and the last
+    checkpoint's raw weights) must agree to float32 rounding, every checkpoint must record two identical rank
+    fingerprints, and one process at batch 2 (other samples) must not pass the same comparison.
+    """
     import os
     import subprocess
 
-    config = _config(tmp_path, models_dir, data={"cache_dir": str(tmp_path / "cache")},
-                     training={"train_batch_size": 2, "gradient_checkpointing": True})
+    from safetensors.torch import load_file
+
+    from diffusers_aligntok.training.checkpointing import list_checkpoints
+
+    def config(name: str, batch_size: int) -> Path:
+        return _config(tmp_path, models_dir, name=name, data={"cache_dir": str(tmp_path / "cache"), "caption_dropout_prob": 0.5},
+                       training={"train_batch_size": batch_size, "gradient_checkpointing": True, "max_train_steps": 4,
+                                 "checkpointing_steps": 2, "checkpoints_total_limit": None})
+
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
-        str(REPO_ROOT / "training" / "train_t2i.py"), "--config", str(config), "--output_dir", str(tmp_path / "out"),
+        str(REPO_ROOT / "training" / "train_t2i.py"), "--config", str(config("two.yaml", 2)), "--output_dir", str(tmp_path / "two"),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["num_processes"] == 2 and metrics["global_step"] == 2
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["global_step"] == 4
     assert json.loads((tmp_path / "cache" / "metadata.json").read_text())["complete"]
-    assert isinstance(DiffusionPipeline.from_pretrained(tmp_path / "out" / "pipeline"), AlignTokFluxPipeline)
+    assert isinstance(DiffusionPipeline.from_pretrained(tmp_path / "two" / "pipeline"), AlignTokFluxPipeline)
+    _train(config("one.yaml", 4), tmp_path / "one")
+    _train(config("half.yaml", 2), tmp_path / "half")
+
+    exported = {run: _weights(tmp_path / run / "transformer") for run in ("two", "one", "half")}
+    raw = {run: load_file(str(tmp_path / run / "checkpoints" / "checkpoint-4" / "model.safetensors")) for run in ("two", "one")}
+    # Measured: 4e-8 (float32 rounding of the gradient all-reduce and of 2-sample against 4-sample matmuls).
+    for name, tensor in exported["one"].items():
+        torch.testing.assert_close(exported["two"][name], tensor, rtol=0, atol=1e-5, msg=f"EMA {name}")
+    for name, tensor in raw["one"].items():
+        torch.testing.assert_close(raw["two"][name], tensor, rtol=0, atol=1e-5, msg=f"checkpoint-4 {name}")
+    # The control: other samples (and noise) give weights far outside the tolerance (measured: 5e-3; 5e-3 with the
+    # pre-fix per-rank draws).
+    assert max(float((exported["half"][name] - tensor).abs().max()) for name, tensor in exported["one"].items()) > 1e-3
+
+    checkpoints = list_checkpoints(tmp_path / "two" / "checkpoints")
+    assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-2", "checkpoint-4"]
+    for checkpoint in checkpoints:
+        rows = json.loads((checkpoint / "training_state.json").read_text())["rank_parameter_fingerprints"]["transformer"]
+        assert len(rows) == 2 and rows[0] == rows[1], f"{checkpoint.name}: ranks hold different weights"
+        single = json.loads((tmp_path / "one" / "checkpoints" / checkpoint.name / "training_state.json").read_text())
+        torch.testing.assert_close(torch.tensor(rows[0]), torch.tensor(single["rank_parameter_fingerprints"]["transformer"][0]),
+                                   rtol=1e-5, atol=1e-4)
