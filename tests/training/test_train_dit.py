@@ -19,6 +19,8 @@ sys.path.insert(0, str(REPO_ROOT / "training"))
 import cache_latents  # noqa: E402
 import train_dit  # noqa: E402
 
+from .rank_equivalence import assert_fingerprints_match_one_process, launch_two_cpu_ranks  # noqa: E402
+
 
 NUM_IMAGES = 48
 
@@ -141,21 +143,13 @@ def test_two_ranks_train_exactly_what_one_process_trains_on_the_global_batch(cac
     agree to float32 rounding, every checkpoint must record two identical rank fingerprints, and a run that trains on
     other samples (one process at batch 8) must not pass the same comparison.
     """
-    import os
-    import subprocess
-
     from diffusers_aligntok import LightningDiTTransformer2DModel
     from diffusers_aligntok.training.checkpointing import list_checkpoints
 
     def config(name: str, batch_size: int) -> Path:
         return _dit_config(tmp_path, cache_dir, None, name=name, train_batch_size=batch_size, checkpoints_total_limit=None)
 
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523",
-               str(REPO_ROOT / "training" / "train_dit.py"), "--config", str(config("two.yaml", 8)),
-               "--output_dir", str(tmp_path / "two")]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch_two_cpu_ranks("train_dit.py", ["--config", str(config("two.yaml", 8)), "--output_dir", str(tmp_path / "two")], 29523)
     train_dit.main(["--config", str(config("one.yaml", 16)), "--output_dir", str(tmp_path / "one")])
     train_dit.main(["--config", str(config("half.yaml", 8)), "--output_dir", str(tmp_path / "half")])
 
@@ -175,9 +169,4 @@ def test_two_ranks_train_exactly_what_one_process_trains_on_the_global_batch(cac
 
     checkpoints = list_checkpoints(tmp_path / "two" / "checkpoints")
     assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-2", "checkpoint-4"]
-    for checkpoint in checkpoints:
-        rows = json.loads((checkpoint / "training_state.json").read_text())["rank_parameter_fingerprints"]["transformer"]
-        assert len(rows) == 2 and rows[0] == rows[1], f"{checkpoint.name}: ranks hold different weights"
-        single = json.loads((tmp_path / "one" / "checkpoints" / checkpoint.name / "training_state.json").read_text())
-        torch.testing.assert_close(torch.tensor(rows[0]), torch.tensor(single["rank_parameter_fingerprints"]["transformer"][0]),
-                                   rtol=1e-5, atol=1e-4)
+    assert_fingerprints_match_one_process(tmp_path / "two" / "checkpoints", tmp_path / "one" / "checkpoints", "transformer")

@@ -1,8 +1,6 @@
 """`training/train_stage.py` end to end on the tiny CPU recipe: stages, outputs, resume, bad input, two processes."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO_ROOT / "training" / "configs" / "tiny_cpu.yaml"
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import train_stage  # noqa: E402
+
+from .rank_equivalence import assert_ranks_in_sync, launch_two_cpu_ranks  # noqa: E402
 
 
 def _write_config(tmp_path: Path, update_common: dict | None = None, stages: dict | None = None, name: str = "config.yaml") -> Path:
@@ -184,14 +184,6 @@ def test_non_finite_loss_stops_with_step_and_term_without_new_checkpoint(tmp_pat
     assert not (output_dir / "stage1" / "model").exists()
 
 
-def _launch_two_cpu_ranks(script_args: list[str], master_port: int) -> None:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(master_port),
-               str(REPO_ROOT / "training" / "train_stage.py"), *script_args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 def test_two_ranks_train_exactly_what_one_rank_trains_on_the_same_global_batch(tmp_path):
     """`--stage all` on 2 DDP ranks at per-rank batch 4 against 1 rank at batch 8 on the same samples.
 
@@ -204,7 +196,7 @@ def test_two_ranks_train_exactly_what_one_rank_trains_on_the_same_global_batch(t
     stages = {1: {}, 2: {"loss": {"semantic_preservation_weight": 1.0}, "training": {"ema_decay": 0.9}}, 3: {}}
     two_ranks = _write_config(tmp_path, {**common, "training": {**steps, "train_batch_size": 4}}, stages, "two.yaml")
     one_rank = _write_config(tmp_path, {**common, "training": {**steps, "train_batch_size": 8}}, stages, "one.yaml")
-    _launch_two_cpu_ranks(["--config", str(two_ranks), "--stage", "all", "--output_dir", str(tmp_path / "two")], 29517)
+    launch_two_cpu_ranks("train_stage.py", ["--config", str(two_ranks), "--stage", "all", "--output_dir", str(tmp_path / "two")], 29517)
     train_stage.main(["--config", str(one_rank), "--stage", "all", "--output_dir", str(tmp_path / "one")])
 
     initial = AlignedAutoencoderKL.from_preset("tiny").state_dict()  # the stage-1 init has the same seed in both runs
@@ -219,10 +211,7 @@ def test_two_ranks_train_exactly_what_one_rank_trains_on_the_same_global_batch(t
             # <= 2.7e-5 for those, <= 2e-6 for every other parameter.
             tolerance = 1e-4 if name.endswith("to_k.bias") else 1e-5
             torch.testing.assert_close(two[name], tensor, rtol=0, atol=tolerance, msg=f"stage {stage}: {name}")
-        for checkpoint in list_checkpoints(tmp_path / "two" / f"stage{stage}" / "checkpoints"):
-            state = json.loads((checkpoint / "training_state.json").read_text())
-            rank0, rank1 = state["rank_parameter_fingerprints"]["tokenizer"]
-            assert rank0 == rank1, f"stage {stage} {checkpoint.name}: ranks hold different weights"
+        assert_ranks_in_sync(tmp_path / "two" / f"stage{stage}" / "checkpoints", "tokenizer")
     # The comparison is sensitive: training moved the decoder by far more than the tolerance.
     moved = (one["decoder.conv_out.weight"] - initial["decoder.conv_out.weight"]).abs().max()
     assert moved > 1e-3, moved
@@ -302,14 +291,11 @@ def test_two_ranks_train_the_gan_in_sync_through_all_stages(tmp_path):
     config = _write_config(tmp_path, {"training": {"max_train_steps": 3, "checkpointing_steps": 1,
                                                    "checkpoints_total_limit": None, "report_to": "none"},
                                       "loss": {"gan_start_step": 1}})
-    _launch_two_cpu_ranks(["--config", str(config), "--stage", "all", "--output_dir", str(tmp_path / "out")], 29519)
+    launch_two_cpu_ranks("train_stage.py", ["--config", str(config), "--stage", "all", "--output_dir", str(tmp_path / "out")], 29519)
     for stage in (1, 2, 3):
         stage_dir = tmp_path / "out" / f"stage{stage}"
         metrics = json.loads((stage_dir / "metrics.json").read_text())
         assert metrics["num_processes"] == 2 and metrics["final_losses"]["loss/discriminator"] > 0
-        for checkpoint in list_checkpoints(stage_dir / "checkpoints"):
-            fingerprints = json.loads((checkpoint / "training_state.json").read_text())["rank_parameter_fingerprints"]
-            for name in ("tokenizer", "discriminator"):
-                rank0, rank1 = fingerprints[name]
-                assert rank0 == rank1, f"stage {stage} {checkpoint.name}: ranks hold different {name} weights"
+        for name in ("tokenizer", "discriminator"):
+            assert_ranks_in_sync(stage_dir / "checkpoints", name)
     assert [_discriminator_record(tmp_path / "out" / f"stage{k}")[0] for k in (1, 2, 3)] == [2, 5, 8]

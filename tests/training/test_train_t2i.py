@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import train_t2i  # noqa: E402
 
+from .rank_equivalence import assert_fingerprints_match_one_process, launch_two_cpu_ranks  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
@@ -270,9 +272,6 @@ def test_two_ranks_build_the_cache_and_train_exactly_what_one_process_trains_on_
     checkpoint's raw weights) must agree to float32 rounding, every checkpoint must record two identical rank
     fingerprints, and one process at batch 2 (other samples) must not pass the same comparison.
     """
-    import os
-    import subprocess
-
     from safetensors.torch import load_file
 
     from diffusers_aligntok.training.checkpointing import list_checkpoints
@@ -282,13 +281,7 @@ def test_two_ranks_build_the_cache_and_train_exactly_what_one_process_trains_on_
                        training={"train_batch_size": batch_size, "gradient_checkpointing": True, "max_train_steps": 4,
                                  "checkpointing_steps": 2, "checkpoints_total_limit": None})
 
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
-        str(REPO_ROOT / "training" / "train_t2i.py"), "--config", str(config("two.yaml", 2)), "--output_dir", str(tmp_path / "two"),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch_two_cpu_ranks("train_t2i.py", ["--config", str(config("two.yaml", 2)), "--output_dir", str(tmp_path / "two")], 29521)
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["global_step"] == 4
     assert json.loads((tmp_path / "cache" / "metadata.json").read_text())["complete"]
@@ -309,9 +302,4 @@ def test_two_ranks_build_the_cache_and_train_exactly_what_one_process_trains_on_
 
     checkpoints = list_checkpoints(tmp_path / "two" / "checkpoints")
     assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-2", "checkpoint-4"]
-    for checkpoint in checkpoints:
-        rows = json.loads((checkpoint / "training_state.json").read_text())["rank_parameter_fingerprints"]["transformer"]
-        assert len(rows) == 2 and rows[0] == rows[1], f"{checkpoint.name}: ranks hold different weights"
-        single = json.loads((tmp_path / "one" / "checkpoints" / checkpoint.name / "training_state.json").read_text())
-        torch.testing.assert_close(torch.tensor(rows[0]), torch.tensor(single["rank_parameter_fingerprints"]["transformer"][0]),
-                                   rtol=1e-5, atol=1e-4)
+    assert_fingerprints_match_one_process(tmp_path / "two" / "checkpoints", tmp_path / "one" / "checkpoints", "transformer")
