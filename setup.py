@@ -33,7 +33,12 @@ setup(
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["aligntok-demo=diffusers_aligntok.demo:main"]},
+    entry_points={
+        "console_scripts": [
+            "aligntok-demo=diffusers_aligntok.demo:main",
+            "aligntok-convert-lightningdit=diffusers_aligntok.conversion.lightningdit_cli:main",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

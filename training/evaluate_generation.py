@@ -1,19 +1,33 @@
 #!/usr/bin/env python
 """Evaluate a class-conditional AlignTokDiTPipeline: gFID, Inception Score, precision and recall of its samples.
 
-The paper's protocol (50,000 class-balanced samples, 250 Euler steps, clean-fid Inception, ImageNet-train reference
-statistics at 256x256, precision/recall against 10,000 reference images), on every GPU accelerate gives it:
+Our default measurement (50,000 class-balanced samples, 250 Euler steps, clean-fid "clean" Inception, ImageNet-train
+reference statistics computed here at 256x256, precision/recall against 10,000 reference images), on every GPU
+accelerate gives it; comparable with other runs of this script, not with published tables:
 
     accelerate launch training/evaluate_generation.py --pipeline runs/dit_xl/pipeline \
         --guidance_scale 1.5 --guidance_interval 0.0 0.7 --output_dir eval/dit_xl_cfg1.5
+
+The combination designed to be comparable with ADM's evaluator, behind the published ImageNet 256 gFIDs (ADM, DiT,
+SiT, LightningDiT, the AlignTok paper): clean-fid's legacy_tensorflow mode, ADM's reference batch, random labels,
+50,000 samples; --save_npz also writes the samples as ADM's evaluator reads them (arr_0 uint8 NHWC, arr_1 labels).
+Its agreement with ADM's evaluator has not been measured here (no TensorFlow, no Inception weights offline): for a
+number next to published ones, run guided-diffusion's evaluations/evaluator.py on that file. results.json records
+under settings.protocol whether a run used this combination:
+
+    accelerate launch training/evaluate_generation.py --pipeline runs/dit_xl/pipeline \
+        --guidance_scale 1.5 --guidance_interval 0.0 0.7 --inception_mode legacy_tensorflow \
+        --reference VIRTUAL_imagenet256_labeled.npz --label_sampling random \
+        --save_npz eval/dit_xl_adm/samples.npz --output_dir eval/dit_xl_adm
+    python guided-diffusion/evaluations/evaluator.py VIRTUAL_imagenet256_labeled.npz eval/dit_xl_adm/samples.npz
 
 A guidance-scale sweep (each scale evaluated on the same labels and noise; the best gFID is marked):
 
     accelerate launch training/evaluate_generation.py --pipeline runs/dit_xl/pipeline \
         --cfg_sweep 1.0,1.25,1.5,1.75,2.0 --num_samples 10000 --output_dir eval/dit_xl_sweep
 
-ADM's reference batch instead of a data source (`--reference VIRTUAL_imagenet256_labeled.npz`: `mu`, `sigma` and the
-`arr_0` images used for precision/recall).
+A reference `.npz` in ADM's format holds `mu`/`sigma` (used when present, as ADM's evaluator does) and/or `arr_0`
+images (precision/recall; the statistics too when there is no mu/sigma or with --reference_npz_statistics arr_0).
 
 Offline smoke run on a tiny pipeline, with the clearly named stand-in network (its numbers are not FID or IS):
 
@@ -21,8 +35,9 @@ Offline smoke run on a tiny pipeline, with the clearly named stand-in network (i
         --num_inference_steps 10 --reference builtin:shapes --reference_num_samples 64 \
         --feature_extractor random-inception-standin --output_dir eval/tiny_dit
 
-Writes `results.json` (every sampling knob, pipeline configs, reference, versions, one row per guidance scale),
-`results.md` and per scale `cfg-<scale>/features-*.npz` (one file per chunk of samples). A killed run continues with
+Writes `results.json` (every sampling knob, pipeline configs, reference and where its statistics came from, inception
+mode, label sampling, effective shift and guidance channels, versions, one row per guidance scale), `results.md` and
+per scale `cfg-<scale>/features-*.npz` (one file per chunk of samples). A killed run continues with
 `--resume` (same settings; any number of processes), which also re-scores a finished run against another
 `--reference` without sampling again.
 """
@@ -34,9 +49,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
-from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS  # noqa: E402
+from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS, INCEPTION_MODES  # noqa: E402
 from diffusers_aligntok.evaluation.generation import (  # noqa: E402
     LABEL_SAMPLINGS,
+    REFERENCE_NPZ_STATISTICS,
     SAMPLERS,
     GenerationEvaluationConfig,
     evaluate_generation,
@@ -71,14 +87,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance_interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         default=list(defaults.guidance_interval),
                         help="Noise levels (sigma, 1 = pure noise) between which guidance is applied.")
+    parser.add_argument("--guidance_channels", type=int, default=None,
+                        help="Passed to the pipeline call only when given: leading latent channels to guide (where the "
+                        "pipeline supports it). Default: the pipeline's own (all channels).")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="Seed of the sample plan (labels and noise).")
-    parser.add_argument("--label_sampling", default=defaults.label_sampling, choices=LABEL_SAMPLINGS,
-                        help="balanced: num_samples / num_classes per class (must divide); uniform: i.i.d. labels.")
+    parser.add_argument("--label_sampling", default=defaults.label_sampling, choices=LABEL_SAMPLINGS + ("uniform",),
+                        help="balanced (default): num_samples / num_classes per class (must divide), lower variance; "
+                        "random: i.i.d. uniform labels as ADM / LightningDiT draw them (for published tables); "
+                        "uniform: old name of random.")
     parser.add_argument("--num_classes", type=int, default=None,
                         help="Expected number of classes; must match the transformer's (default: the transformer's).")
     parser.add_argument("--reference", default=defaults.reference,
                         help="An .npz with mu/sigma (and optionally arr_0 images), or a data source (hub id, image "
                         "folder, shards, builtin:shapes). Default: ImageNet.")
+    parser.add_argument("--reference_npz_statistics", default=defaults.reference_npz_statistics,
+                        choices=REFERENCE_NPZ_STATISTICS,
+                        help="For an .npz reference: auto (its mu/sigma if present, else from arr_0), mu_sigma, or arr_0 "
+                        "(compute them from its images with the selected inception mode).")
     parser.add_argument("--reference_split", default=defaults.reference_split)
     parser.add_argument("--reference_num_samples", type=int, default=None,
                         help="Reference images for the statistics (evenly spaced); default: the whole split.")
@@ -89,9 +114,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Real images for precision/recall (0: skip).")
     parser.add_argument("--precision_recall_k", type=int, default=defaults.precision_recall_k)
     parser.add_argument("--feature_extractor", default=defaults.feature_extractor, choices=FEATURE_EXTRACTORS)
+    parser.add_argument("--inception_mode", default=defaults.inception_mode, choices=INCEPTION_MODES,
+                        help="clean-fid preprocessing: clean (default) or legacy_tensorflow (designed to match ADM's "
+                        "TensorFlow evaluator).")
     parser.add_argument("--fid_statistics_cache", default=None, help="Directory of cached reference statistics.")
     parser.add_argument("--save_images", type=int, default=0, metavar="N",
                         help="Save the first N samples of each scale as PNGs and a grid.")
+    parser.add_argument("--save_npz", default=None, metavar="PATH",
+                        help="Also write all samples, in sample order, as ADM's evaluator reads them: arr_0 uint8 "
+                        "(N, H, W, 3), arr_1 labels. A CFG sweep writes <stem>-cfg-<scale>.npz per scale.")
     parser.add_argument("--no_tf32", action="store_true", help="Sample with full float32 matmuls on CUDA (default: TF32).")
     parser.add_argument("--num_workers", type=int, default=defaults.num_workers, help="Reference-pass dataloader workers.")
     parser.add_argument("--resume", action="store_true", help="Keep finished chunks of an earlier run with the same settings.")
@@ -110,18 +141,22 @@ def config_from_args(args: argparse.Namespace) -> GenerationEvaluationConfig:
         guidance_scale=args.guidance_scale,
         cfg_sweep=args.cfg_sweep,
         guidance_interval=tuple(args.guidance_interval),
+        guidance_channels=args.guidance_channels,
         seed=args.seed,
         label_sampling=args.label_sampling,
         num_classes=args.num_classes,
         reference=args.reference,
+        reference_npz_statistics=args.reference_npz_statistics,
         reference_split=args.reference_split,
         reference_num_samples=args.reference_num_samples,
         reference_resolution=args.reference_resolution,
         precision_recall_reference_samples=args.precision_recall_reference_samples,
         precision_recall_k=args.precision_recall_k,
         feature_extractor=args.feature_extractor,
+        inception_mode=args.inception_mode,
         fid_statistics_cache=args.fid_statistics_cache,
         save_images=args.save_images,
+        save_npz=args.save_npz,
         allow_tf32=not args.no_tf32,
         num_workers=args.num_workers,
     )

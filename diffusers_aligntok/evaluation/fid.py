@@ -4,12 +4,22 @@ The pure functions here ([`frechet_distance`], [`compute_fid_from_features`], [`
 [`precision_recall`], [`FeatureStatistics`]) know nothing about tokenizers or images: tokenizer evaluation (rFID) and
 generation evaluation (gFID, IS, precision/recall of DiT samples) both feed them features.
 
-Features come from a [`FIDFeatureExtractor`], which follows clean-fid's "clean" protocol (Parmar et al., "On Aliased
-Resizing and Surprising Subtleties in GAN Evaluation", CVPR 2022): images are quantised to 8 bits (as if saved to PNG),
-resized to 299x299 per channel with PIL's bicubic filter on float32 values, and passed in `[0, 255]` to the
-torchscript Inception-V3 of StyleGAN2-ADA / TTUR, whose 2048-d pool features are the FID features. This equals
-`cleanfid.fid.compute_fid(folder_a, folder_b, mode="clean")` on the same images saved as PNGs, without writing files
-and without holding more than one batch of images in memory.
+Features come from a [`FIDFeatureExtractor`] in one of two of clean-fid's modes (`inception_mode`), both with the
+torchscript Inception-V3 of StyleGAN2-ADA (`inception-2015-12-05.pt`, a port of the TensorFlow graph TTUR and ADM's
+evaluator use), whose 2048-d pool features are the FID features. Images are first quantised to 8 bits (as if saved to
+PNG), then:
+
+- `"clean"` (default; Parmar et al., "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", CVPR 2022):
+  resized to 299x299 per channel with PIL's bicubic filter on float32 values, outside the network. Equals
+  `cleanfid.fid.compute_fid(folder_a, folder_b, mode="clean")` on the same images saved as PNGs.
+- `"legacy_tensorflow"`: passed at their own size, as floats in `[0, 255]`; the network resizes inside, emulating the
+  TensorFlow graph's own resize, as `cleanfid.fid.compute_fid(..., mode="legacy_tensorflow")` does. clean-fid's
+  README calls this mode equivalent to the official TensorFlow FID implementation (TTUR); ADM's evaluator feeds uint8
+  images at their own size into that same graph (`classify_image_graph_def.pb`, input `ExpandDims:0`, features
+  `pool_3`), so this is the mode designed to be comparable with published ImageNet gFIDs. Its agreement with ADM's
+  evaluator has not been measured here (no TensorFlow and no Inception weights offline).
+
+Either way no file is written and no more than one batch of images is held in memory.
 
 Offline use: `cleanfid.features.build_feature_extractor(mode="clean")` downloads the Inception weights on first use.
 Tests and offline demos use `"random-inception-standin"`, a small seeded random convolutional network behind the
@@ -38,6 +48,9 @@ MIN_SAMPLES_FOR_STABLE_FID = 10_000
 PROTOCOL_NUM_SAMPLES = 50_000
 
 FEATURE_EXTRACTORS = ("clean-fid-inception", "random-inception-standin")
+# clean-fid's modes that use the TF-ported Inception (its third, "legacy_pytorch", is pytorch-fid's torchvision port and
+# matches no published ImageNet table, so it is not offered).
+INCEPTION_MODES = ("clean", "legacy_tensorflow")
 _INCEPTION_SIZE = (299, 299)
 
 
@@ -266,8 +279,11 @@ class RandomInceptionStandIn(nn.Module):
     samples already give a full-rank covariance.
     """
 
-    def __init__(self, feature_dim: int = 32, seed: int = 0):
+    def __init__(self, feature_dim: int = 32, seed: int = 0, resize_inside: bool = False):
         super().__init__()
+        # In clean-fid's legacy_tensorflow mode the real network receives images at their own size and resizes them
+        # itself; the stand-in does the same (bilinearly) so that mode's code path runs offline too.
+        self.resize_inside = resize_inside
         generator = torch.Generator().manual_seed(seed)
         self.layers = nn.Sequential(
             nn.Conv2d(3, 16, kernel_size=7, stride=4, padding=3),
@@ -288,7 +304,21 @@ class RandomInceptionStandIn(nn.Module):
         self.eval()
 
     def forward(self, images_0_255: torch.Tensor) -> torch.Tensor:
+        if self.resize_inside and tuple(images_0_255.shape[-2:]) != _INCEPTION_SIZE:
+            images_0_255 = nn.functional.interpolate(images_0_255, size=_INCEPTION_SIZE, mode="bilinear",
+                                                     align_corners=False)
         return self.layers((images_0_255 - 128.0) / 128.0)
+
+
+def check_inception_mode(mode: str) -> str:
+    """`mode` if it is one of [`INCEPTION_MODES`], else a ValueError naming the choices and what each is for."""
+    if mode not in INCEPTION_MODES:
+        raise ValueError(
+            f"Unknown inception_mode {mode!r}; choose 'clean' (clean-fid's antialiased resize, the default) or "
+            "'legacy_tensorflow' (clean-fid's emulation of the TensorFlow Inception's own resize, the mode designed "
+            "to be comparable with ADM's evaluator and the published ImageNet gFIDs)."
+        )
+    return mode
 
 
 def quantize_to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -297,15 +327,18 @@ def quantize_to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class FIDFeatureExtractor:
-    """Images in `[-1, 1]` -> FID features `(B, D)` float64, following clean-fid's "clean" protocol.
+    """Images in `[-1, 1]` -> FID features `(B, D)` float64, following one of clean-fid's modes (see the module doc).
 
     Args:
-        network (`Callable`): Maps float `(B, 3, 299, 299)` images in `[0, 255]` to `(B, D)` features; by default
+        network (`Callable`): Maps float images in `[0, 255]` to `(B, D)` features: `(B, 3, 299, 299)` ones in mode
+            `"clean"`, images at their own size in mode `"legacy_tensorflow"` (the network resizes). By default
             clean-fid's torchscript Inception (see [`build_fid_feature_extractor`]). Tests pass a small local network.
         name (`str`): Recorded with every result and in the reference-statistics cache key.
         is_real_metric (`bool`): False for stand-ins; their numbers are reported as "not FID".
         device: Where the network runs.
         resize_threads (`int`): Threads for the PIL resize (PIL releases the GIL while resampling).
+        inception_mode (`str`): `"clean"` (default) or `"legacy_tensorflow"`: what happens between the 8-bit images
+            and the network, as in `cleanfid.fid.compute_fid(mode=...)`.
     """
 
     def __init__(
@@ -315,16 +348,22 @@ class FIDFeatureExtractor:
         is_real_metric: bool,
         device: str | torch.device = "cpu",
         resize_threads: int | None = None,
+        inception_mode: str = "clean",
     ):
         self.network = network
         self.name = name
         self.is_real_metric = is_real_metric
         self.device = torch.device(device)
         self.resize_threads = resize_threads if resize_threads is not None else min(8, os.cpu_count() or 1)
+        self.inception_mode = check_inception_mode(inception_mode)
         self._resizer = None
 
     def resize_for_network(self, images: torch.Tensor) -> torch.Tensor:
-        """`[-1, 1]` images -> float32 `(B, 3, 299, 299)` in `[0, 255]`: 8-bit quantisation, then clean-fid's resize."""
+        """`[-1, 1]` images -> the network's float32 input in `[0, 255]`: 8-bit quantisation, then in mode `"clean"`
+        clean-fid's resize to `(B, 3, 299, 299)`; in mode `"legacy_tensorflow"` nothing more (clean-fid's resizer is
+        the identity there: the network resizes)."""
+        if self.inception_mode == "legacy_tensorflow":
+            return quantize_to_uint8(images).float().cpu().contiguous()
         if self._resizer is None:
             from cleanfid.resize import build_resizer  # lazy: `import diffusers_aligntok` must not need clean-fid
 
@@ -346,15 +385,22 @@ class FIDFeatureExtractor:
         return features.detach().double().cpu().numpy().reshape(len(batch), -1)
 
     def describe(self) -> dict[str, Any]:
+        protocols = {
+            "clean": "clean-fid 'clean': 8-bit quantisation, PIL bicubic float resize to 299x299 per channel",
+            "legacy_tensorflow": "clean-fid 'legacy_tensorflow': 8-bit quantisation, images at their own size into the "
+                                 "network, which resizes inside (emulating the TensorFlow Inception graph's resize)",
+        }
         return {
             "name": self.name,
             "is_real_metric": self.is_real_metric,
-            "protocol": "clean-fid 'clean': 8-bit quantisation, PIL bicubic float resize to 299x299 per channel",
+            "inception_mode": self.inception_mode,
+            "protocol": protocols[self.inception_mode],
         }
 
 
 def build_fid_feature_extractor(
-    name: str = "clean-fid-inception", device: str | torch.device = "cpu", network: Callable | None = None
+    name: str = "clean-fid-inception", device: str | torch.device = "cpu", network: Callable | None = None,
+    inception_mode: str = "clean",
 ) -> FIDFeatureExtractor:
     """The FID feature extractor called `name`.
 
@@ -363,26 +409,34 @@ def build_fid_feature_extractor(
             first use) or `"random-inception-standin"` (offline stand-in, see [`RandomInceptionStandIn`]). With
             `network` given, any name (it is only recorded).
         device: Where the network runs.
-        network (`Callable`, *optional*): A custom network with clean-fid's interface (float `(B, 3, 299, 299)` in
-            `[0, 255]` -> `(B, D)`), for example a locally loaded Inception. Recorded under `name` and treated as a real
-            metric.
+        network (`Callable`, *optional*): A custom network with clean-fid's interface (float images in `[0, 255]` ->
+            `(B, D)`; 299x299 in mode `"clean"`, any size in mode `"legacy_tensorflow"`), for example a locally loaded
+            Inception. Recorded under `name` and treated as a real metric.
+        inception_mode (`str`): `"clean"` (default) or `"legacy_tensorflow"`, see the module docstring. The real
+            network is clean-fid's `build_feature_extractor(mode=inception_mode)`; the stand-in resizes inside in
+            `"legacy_tensorflow"`, as the real network does there.
     """
     device = torch.device(device)
+    check_inception_mode(inception_mode)
     if network is not None:
-        return FIDFeatureExtractor(network, name=name, is_real_metric=True, device=device)
+        return FIDFeatureExtractor(network, name=name, is_real_metric=True, device=device,
+                                   inception_mode=inception_mode)
     if name == "clean-fid-inception":
-        return FIDFeatureExtractor(_clean_fid_inception(device), name=name, is_real_metric=True, device=device)
+        return FIDFeatureExtractor(_clean_fid_inception(device, inception_mode), name=name, is_real_metric=True,
+                                   device=device, inception_mode=inception_mode)
     if name == "random-inception-standin":
-        return FIDFeatureExtractor(RandomInceptionStandIn().to(device), name=name, is_real_metric=False, device=device)
+        network = RandomInceptionStandIn(resize_inside=inception_mode == "legacy_tensorflow").to(device)
+        return FIDFeatureExtractor(network, name=name, is_real_metric=False, device=device,
+                                   inception_mode=inception_mode)
     raise ValueError(f"Unknown FID feature extractor {name!r}; choose one of {FEATURE_EXTRACTORS} or pass network=.")
 
 
-def _clean_fid_inception(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """clean-fid's Inception for mode "clean" (downloads `inception-2015-12-05.pt` to /tmp on first use)."""
+def _clean_fid_inception(device: torch.device, inception_mode: str = "clean") -> Callable[[torch.Tensor], torch.Tensor]:
+    """clean-fid's Inception for `inception_mode` (downloads `inception-2015-12-05.pt` to /tmp on first use)."""
     from cleanfid.features import build_feature_extractor
 
     try:
-        return build_feature_extractor(mode="clean", device=device, use_dataparallel=False)
+        return build_feature_extractor(mode=inception_mode, device=device, use_dataparallel=False)
     except OSError as error:  # urllib errors are OSErrors
         raise RuntimeError(
             "Could not load clean-fid's Inception network (it downloads inception-2015-12-05.pt on first use; no "

@@ -2,12 +2,36 @@
 
     results = evaluate_generation(GenerationEvaluationConfig(pipeline="runs/dit_xl/pipeline"), output_dir="eval/xl")
 
-The default protocol is the one behind the paper's ImageNet 256x256 numbers (ADM's evaluation suite, used by DiT,
-SiT, LightningDiT and AlignTok): 50,000 samples, 250 Euler steps (LightningDiT's FID setting; fewer steps raise the
-FID), class-balanced labels (50 per ImageNet class), gFID against the statistics of the ImageNet *training* set at
-256x256 (centre crops), Inception Score over 10 splits, improved precision and recall (k = 3) against 10,000
-reference images. Features follow clean-fid's "clean" protocol (see `fid.py`); a reference `.npz` in ADM's format
-(`VIRTUAL_imagenet256_labeled.npz`: `mu`, `sigma`, optional `arr_0` images) can be given instead of a data source.
+The default protocol follows the one behind the paper's ImageNet 256x256 numbers in everything that is a property of
+the *samples*: 50,000 samples, 250 Euler steps (LightningDiT's FID setting; fewer steps raise the FID), Inception
+Score over 10 splits, improved precision and recall (k = 3) against 10,000 reference images. Its *measurement* is our
+own by default: clean-fid's "clean" Inception features (`fid.py`), reference statistics computed here from the
+ImageNet training set at 256x256 (centre crops), and class-balanced labels (50 per class).
+
+Which numbers are comparable with which:
+
+- **Designed to be comparable with ADM's evaluator** (OpenAI guided-diffusion `evaluations/evaluator.py`, behind the
+  ImageNet 256 gFIDs of ADM, DiT, SiT, LightningDiT / VA-VAE and the AlignTok paper's 1.90 / 1.37):
+  `inception_mode="legacy_tensorflow"` + `reference=".../VIRTUAL_imagenet256_labeled.npz"` (ADM's reference batch;
+  its precomputed `mu` / `sigma` are used, as ADM's evaluator uses them) + `label_sampling="random"` (ADM's and
+  LightningDiT's sampling scripts draw `torch.randint` labels) + `num_samples=50_000`. Why it should agree: ADM's
+  evaluator feeds uint8 images at their own size into the TensorFlow Inception graph, which resizes inside, and takes
+  its `pool_3` features; clean-fid's "legacy_tensorflow" mode does the same with the torchscript port of that graph,
+  and clean-fid's README calls the mode equivalent to the official TensorFlow FID implementation (TTUR). **Not
+  verified here**: there is no TensorFlow and no real Inception weights offline, so the agreement with ADM's evaluator
+  on the same samples has not been measured, and no tolerance is claimed. For a number that goes into a table next
+  to published ones, write the samples with `save_npz` and run ADM's evaluator on that file (LightningDiT's README
+  asks the same of its own FID script). `results.json` records under `settings.protocol` whether a run used this
+  combination and, if not, what differs.
+- **Default ("ours")**: clean Inception + our statistics + balanced labels. Comparable only with other runs of this
+  evaluation at the same settings (and with the tokenizer evaluation's rFIDs, which share the statistics cache), not
+  with published tables: the antialiased resize and the reference statistics differ from ADM's.
+- Mixing (clean features against ADM's TensorFlow `mu` / `sigma`) compares two preprocessings; it is allowed but
+  warned about, and is comparable with neither.
+
+Labels: `balanced` stays the default because it removes the label-count noise from the estimate (every class exactly
+`num_samples / num_classes` times), which is what comparing our own runs needs; published numbers use `random` labels,
+so the ADM-comparable combination above uses `random`. Both are a pure function of `seed` and the sample index.
 
 How it runs:
 
@@ -26,6 +50,13 @@ How it runs:
   mode every scale gets its own directory (`cfg-1.5/`) and the same plan (the same labels and noise), and the scale
   with the lowest gFID is reported as the best.
 
+- With `save_npz`, each chunk also writes its 8-bit samples (`<scale dir>/images-00012.npz`, with the same
+  fingerprint); after generation the main process streams them, in plan order, into one `.npz` laid out as ADM's
+  `scripts/image_sample.py` writes it: `arr_0` uint8 `(N, H, W, 3)` in sample order and `arr_1` the int64 class labels
+  (ADM's evaluator reads `arr_0`). The pixels are those the FID features and the PNGs of `save_images` see. The chunk
+  image files are as large as the npz; delete them once it is written (a later `--resume` with `save_npz` regenerates
+  the chunks that lack them).
+
 Outputs in `output_dir`: `results.json` (every sampling knob, the pipeline's configs, the reference, the feature
 networks and whether each is a real metric, package versions, one row per guidance scale, warnings), `results.md`
 (one row per scale, the best marked) and, with `save_images`, `cfg-<scale>/samples/*.png` and
@@ -34,6 +65,7 @@ networks and whether each is a real metric, package versions, one row per guidan
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -58,6 +90,7 @@ from .fid import (
     FeatureStatistics,
     FIDFeatureExtractor,
     build_fid_feature_extractor,
+    check_inception_mode,
     default_reference_statistics_dir,
     fid_sample_count_warning,
     frechet_distance,
@@ -73,7 +106,14 @@ from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_bat
 
 logger = logging.getLogger(__name__)
 
-LABEL_SAMPLINGS = ("balanced", "uniform")
+LABEL_SAMPLINGS = ("balanced", "random")
+# Earlier name of "random" (whose labels were then drawn in one batch from a numpy generator, not per sample index).
+_LABEL_SAMPLING_ALIASES = {"uniform": "random"}
+# Where the statistics of a reference .npz come from: its stored mu/sigma when it has them (ADM's evaluator's rule),
+# always the stored ones, or always its arr_0 images through the selected feature extractor.
+REFERENCE_NPZ_STATISTICS = ("auto", "mu_sigma", "arr_0")
+ADM_REFERENCE_BATCH_IMAGENET_256 = "VIRTUAL_imagenet256_labeled.npz"
+PROTOCOL_NUM_SAMPLES = 50_000
 SAMPLERS = ("euler", "heun")
 # LightningDiT reports its FID with 250 Euler steps; previews in our training configs use 50.
 PROTOCOL_NUM_INFERENCE_STEPS = 250
@@ -85,6 +125,7 @@ RESULTS_MARKDOWN = "results.md"
 SAMPLES_DIR = "samples"
 SAMPLES_GRID_PNG = "samples_grid.png"
 _CHUNK_FORMAT = "features-{:05d}.npz"
+_IMAGES_FORMAT = "images-{:05d}.npz"
 _STATE_VERSION = 1
 _ALL_IMAGES = 2**62  # "every image of the split" for build_evaluation_dataset
 # Seed of a generated reference (builtin:shapes): fixed, so the reference does not move with the sampling seed and its
@@ -112,15 +153,30 @@ class GenerationEvaluationConfig:
             the one with the lowest gFID.
         guidance_interval (`(float, float)`): Noise levels `(low, high)`, `0 <= low <= high <= 1`, where guidance is
             on (see `AlignTokDiTPipeline.__call__`).
+        guidance_channels (`int`, *optional*): Passed to the pipeline call as `guidance_channels` when given (the
+            number of leading latent channels guidance applies to, where the pipeline supports it; LightningDiT's
+            released `forward_with_cfg` guides the first 3); `None` (default) passes nothing and keeps the
+            pipeline's own behaviour (all channels in this package). Recorded, with the effective value, in
+            `results.json` and, when given, in the chunk fingerprint.
         seed (`int`): Seed of the sample plan (labels and noise).
-        label_sampling (`str`): `"balanced"` (default: exactly `num_samples / num_classes` samples per class;
-            `num_samples` must be a multiple of the number of classes) or `"uniform"` (independent uniform labels,
-            as DiT's and LightningDiT's sampling scripts draw them).
+        label_sampling (`str`): `"balanced"` (default: exactly `num_samples / num_classes` samples per class, in a
+            seeded shuffled order; `num_samples` must be a multiple of the number of classes; lower variance, for
+            comparing our own runs) or `"random"` (independent uniform labels, as ADM's, DiT's and LightningDiT's
+            sampling scripts draw them with `torch.randint`: use it to compare with published numbers). Sample `i`'s
+            label is a function of `(seed, i)` alone under `"random"` (so a 10K run's labels are the first 10K of a
+            50K run's); under `"balanced"` of `(seed, num_samples, i)`. Neither depends on the process count.
+            `"uniform"` is accepted as an old name of `"random"`.
         num_classes (`int`, *optional*): Expected number of classes; must equal the transformer's `num_classes`
             (a guard against evaluating the wrong model). Default: the transformer's.
-        reference (`str`): An `.npz` with `mu` and `sigma` (and optionally `arr_0`, uint8 images `(N, H, W, 3)`, for
-            precision / recall), ADM's reference-batch format; or a data source for `build_evaluation_dataset` (hub
-            id, local folder or shards, `builtin:shapes`). Default: ImageNet (`ILSVRC/imagenet-1k`).
+        reference (`str`): An `.npz` in ADM's reference-batch format (`VIRTUAL_imagenet256_labeled.npz`): `mu` and
+            `sigma` (2048-d Inception statistics) and / or `arr_0` (uint8 images `(N, H, W, 3)`, for precision / recall
+            and, see `reference_npz_statistics`, for the statistics); or a data source for `build_evaluation_dataset`
+            (hub id, local folder or shards, `builtin:shapes`). Default: ImageNet (`ILSVRC/imagenet-1k`).
+        reference_npz_statistics (`str`): For an `.npz` reference: `"auto"` (default; its `mu` / `sigma` when it has
+            them, as ADM's evaluator does, else the statistics of its `arr_0` images through the selected feature
+            extractor), `"mu_sigma"` (require the stored ones) or `"arr_0"` (always compute them from the images: a
+            reference consistent with `inception_mode` whatever network produced the stored ones; note that ADM's
+            stored statistics cover the whole training set, its `arr_0` only 10,000 images).
         reference_split (`str`): Split of a data-source reference (default `train`, as ADM's ImageNet statistics).
         reference_num_samples (`int`, *optional*): Reference images for the statistics, evenly spaced over the
             split; `None` (default) uses them all (required for `builtin:shapes`).
@@ -131,9 +187,17 @@ class GenerationEvaluationConfig:
         precision_recall_k (`int`): Neighbourhood size of the manifolds (3 in Kynkaanniemi et al.).
         feature_extractor (`str`): `"clean-fid-inception"` (the real metrics) or `"random-inception-standin"`
             (offline; its numbers are not FID / IS).
+        inception_mode (`str`): clean-fid's preprocessing: `"clean"` (default; its antialiased PIL resize to 299) or
+            `"legacy_tensorflow"` (images at their own size into the network, which resizes inside as the TensorFlow
+            graph does: the mode designed to be comparable with ADM's evaluator; see the module docstring). Applies
+            to the samples and to references computed from images; part of the cache key and the chunk fingerprint.
         fid_statistics_cache (`str`, *optional*): Directory of cached reference statistics, shared with the tokenizer
             evaluation (default `~/.cache/diffusers_aligntok/fid_reference_statistics`).
         save_images (`int`): Save the first N samples of each scale as PNGs and a grid.
+        save_npz (`str`, *optional*): Also write every sample of each scale, in sample order, to this `.npz` as ADM's
+            evaluator reads it (`arr_0` uint8 `(N, H, W, 3)`, `arr_1` int64 labels). In a CFG sweep each scale gets
+            `<stem>-cfg-<scale>.npz` beside it. Costs `N * H * W * 3` bytes twice on disk (chunk image files, then the
+            npz; 9.8 GB each for 50,000 256x256 samples).
         allow_tf32 (`bool`): Let CUDA matmuls and convolutions use TF32 while sampling (default True, as
             LightningDiT's sampling script does); weights and latents stay float32. No effect on the CPU.
         num_workers (`int`): Dataloader workers of the reference pass.
@@ -149,18 +213,22 @@ class GenerationEvaluationConfig:
     guidance_scale: float = 1.0
     cfg_sweep: list[float] | None = None
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    guidance_channels: int | None = None
     seed: int = 0
     label_sampling: str = "balanced"
     num_classes: int | None = None
     reference: str = "ILSVRC/imagenet-1k"
+    reference_npz_statistics: str = "auto"
     reference_split: str = "train"
     reference_num_samples: int | None = None
     reference_resolution: int | None = None
     precision_recall_reference_samples: int = PROTOCOL_PRECISION_RECALL_REFERENCE_SAMPLES
     precision_recall_k: int = 3
     feature_extractor: str = "clean-fid-inception"
+    inception_mode: str = "clean"
     fid_statistics_cache: str | None = None
     save_images: int = 0
+    save_npz: str | None = None
     allow_tf32: bool = True
     num_workers: int = 4
 
@@ -176,8 +244,29 @@ class GenerationEvaluationConfig:
             raise ValueError(f"reference_num_samples must be positive or None (all images), got {self.reference_num_samples}.")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
-        if self.label_sampling not in LABEL_SAMPLINGS:
-            raise ValueError(f"label_sampling must be one of {LABEL_SAMPLINGS}, got {self.label_sampling!r}.")
+        self.label_sampling = check_label_sampling(self.label_sampling)
+        check_inception_mode(self.inception_mode)
+        if self.reference_npz_statistics not in REFERENCE_NPZ_STATISTICS:
+            raise ValueError(
+                f"reference_npz_statistics must be one of {REFERENCE_NPZ_STATISTICS}, got "
+                f"{self.reference_npz_statistics!r}: 'auto' uses an npz's mu/sigma when present (ADM's rule), "
+                "'arr_0' computes them from its images."
+            )
+        if self.guidance_channels is not None and (
+            not isinstance(self.guidance_channels, int) or isinstance(self.guidance_channels, bool)
+            or self.guidance_channels <= 0
+        ):
+            raise ValueError(
+                f"guidance_channels must be a positive integer (leading latent channels to guide) or None (the "
+                f"pipeline's default), got {self.guidance_channels!r}."
+            )
+        if self.save_npz is not None:
+            if not str(self.save_npz).endswith(".npz"):
+                raise ValueError(
+                    f"save_npz={self.save_npz!r} must name an .npz file (ADM's evaluator reads arr_0 from one), e.g. "
+                    "eval/dit_xl/samples.npz."
+                )
+            self.save_npz = str(self.save_npz)
         if self.shift is not None and not (isinstance(self.shift, (int, float)) and self.shift > 0):
             raise ValueError(f"shift must be a positive number (1.0 means no shift) or None, got {self.shift!r}.")
         self.guidance_interval = check_guidance_interval(self.guidance_interval)
@@ -188,6 +277,17 @@ class GenerationEvaluationConfig:
     @property
     def guidance_scales(self) -> list[float]:
         return list(self.cfg_sweep) if self.cfg_sweep is not None else [float(self.guidance_scale)]
+
+
+def check_label_sampling(label_sampling: str) -> str:
+    """The canonical name of `label_sampling` (`"uniform"` -> `"random"`), or a ValueError naming the choices."""
+    label_sampling = _LABEL_SAMPLING_ALIASES.get(label_sampling, label_sampling)
+    if label_sampling not in LABEL_SAMPLINGS:
+        raise ValueError(
+            f"label_sampling must be one of {LABEL_SAMPLINGS}, got {label_sampling!r}: 'balanced' gives every class "
+            "num_samples / num_classes samples, 'random' draws independent uniform labels as ADM / LightningDiT do."
+        )
+    return label_sampling
 
 
 def check_guidance_scales(cfg_sweep: Sequence[float] | None, guidance_scale: float, minimum: float, example: str) -> list[float] | None:
@@ -247,9 +347,17 @@ class SamplePlan:
             "seed": self.seed, "num_samples": self.num_samples, "label_sampling": self.label_sampling,
             "num_classes": self.num_classes, "samples_per_class_min": int(counts.min()),
             "samples_per_class_max": int(counts.max()),
+            "labels": _LABEL_RULES[self.label_sampling],
             "noise": "sample i starts from torch.randn on the CPU with a generator seeded by noise_seeds[i] = "
                      "splitmix64(seed, i)",
         }
+
+
+_LABEL_RULES = {
+    "balanced": "every class num_samples / num_classes times, in an order shuffled by numpy's default_rng(seed)",
+    "random": "labels[i] = splitmix64(seed, i, label stream) mod num_classes: independent uniform labels, a function "
+              "of (seed, i) alone",
+}
 
 
 def make_sample_plan(seed: int, num_samples: int, label_sampling: str, num_classes: int) -> SamplePlan:
@@ -257,11 +365,11 @@ def make_sample_plan(seed: int, num_samples: int, label_sampling: str, num_class
 
     `balanced`: every class exactly `num_samples / num_classes` times, in an order shuffled with `seed` (so any
     contiguous part of the plan, a chunk or an Inception-Score split, mixes the classes). `num_samples` must be a
-    multiple of `num_classes`. `uniform`: independent uniform labels drawn with `seed`.
+    multiple of `num_classes`. `random`: independent uniform labels, sample `i`'s from [`random_labels`]`(seed, i)`.
     Noise seeds are `splitmix64(seed, index)`: sample `i` gets the same noise in every plan with this seed.
+    Every process computes the whole plan, so no label or noise depends on the process or chunk a sample lands in.
     """
-    if label_sampling not in LABEL_SAMPLINGS:
-        raise ValueError(f"label_sampling must be one of {LABEL_SAMPLINGS}, got {label_sampling!r}.")
+    label_sampling = check_label_sampling(label_sampling)
     if num_classes <= 0:
         raise ValueError(f"num_classes must be positive, got {num_classes}.")
     if num_samples <= 0:
@@ -273,19 +381,38 @@ def make_sample_plan(seed: int, num_samples: int, label_sampling: str, num_class
             raise ValueError(
                 f"Balanced label sampling needs num_samples to be a multiple of num_classes, but {num_samples} "
                 f"samples over {num_classes} classes leaves {num_samples % num_classes} over. Use "
-                f"{lower or num_classes} or {lower + num_classes} samples, or label_sampling='uniform'."
+                f"{lower or num_classes} or {lower + num_classes} samples, or label_sampling='random'."
             )
         labels = rng.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), num_samples // num_classes))
     else:
-        labels = rng.integers(0, num_classes, size=num_samples, dtype=np.int64)
+        labels = random_labels(seed, np.arange(num_samples), num_classes)
     return SamplePlan(int(seed), int(num_samples), label_sampling, int(num_classes), labels,
                       _splitmix64_seeds(int(seed), num_samples))
 
 
-def _splitmix64_seeds(seed: int, count: int) -> np.ndarray:
-    """`splitmix64(seed * 2**32 + index) >> 1` for each index: well-mixed, prefix-stable 63-bit seeds."""
+def random_labels(seed: int, indices: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
+    """Class labels of samples `indices` under `label_sampling="random"`: int64 in `[0, num_classes)`.
+
+    Label `i` is `splitmix64` of `(seed, i)` on a stream of its own (independent of the noise seeds) modulo
+    `num_classes`: a pure function of `(seed, i)`, so any process, chunk or prefix of the plan gets the same labels.
+    The modulo bias of a 63-bit hash is below `num_classes / 2**63` (1e-16 for 1,000 classes).
+    """
+    if num_classes <= 0:
+        raise ValueError(f"num_classes must be positive, got {num_classes}.")
+    hashes = _splitmix64_seeds(int(seed), np.asarray(indices, dtype=np.int64), stream=_LABEL_STREAM)
+    return hashes % np.int64(num_classes)
+
+
+_LABEL_STREAM = 0x6C61626C  # "labl": the labels' splitmix64 stream; stream 0 is the noise seeds'
+
+
+def _splitmix64_seeds(seed: int, indices: int | np.ndarray, stream: int = 0) -> np.ndarray:
+    """`splitmix64((seed * 2**32 + index) ^ (stream * golden)) >> 1` for each index (`indices` an int means
+    `range(indices)`): well-mixed, prefix-stable 63-bit seeds; stream 0 is the noise seeds of every earlier plan."""
+    index = np.arange(indices, dtype=np.uint64) if np.isscalar(indices) else np.asarray(indices).astype(np.uint64)
     with np.errstate(over="ignore"):
-        state = np.uint64(seed & 0xFFFFFFFF) * np.uint64(2**32) + np.arange(count, dtype=np.uint64)
+        state = np.uint64(seed & 0xFFFFFFFF) * np.uint64(2**32) + index
+        state = state ^ (np.uint64(stream) * np.uint64(0xD1B54A32D192ED03))
         state = state + np.uint64(0x9E3779B97F4A7C15)
         state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -366,6 +493,31 @@ def build_sampling_scheduler(scheduler, sampler: str, shift: float | None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Heun's config lacks some of Euler's keys; diffusers warns and ignores them
         return classes[sampler].from_config(dict(scheduler.config), **overrides)
+
+
+def check_guidance_channels(pipeline, guidance_channels: int | None) -> int | str:
+    """The guidance channels the pipeline will use: `guidance_channels` if given (checked to be accepted by the
+    pipeline's `__call__` and at most the transformer's latent channels), else the call's own default, or `"all"`
+    for a pipeline without the argument (this package's pipeline then guides every latent channel)."""
+    parameters = inspect.signature(pipeline.__call__).parameters
+    # Only a named parameter counts: a **kwargs catch-all might swallow the value without using it.
+    accepts = "guidance_channels" in parameters
+    if guidance_channels is None:
+        default = parameters["guidance_channels"].default if "guidance_channels" in parameters else None
+        return "all" if default in (None, inspect.Parameter.empty) else _jsonable(default)
+    if not accepts:
+        raise ValueError(
+            f"guidance_channels={guidance_channels} was given, but {type(pipeline).__name__}.__call__ takes no "
+            "guidance_channels argument (it guides all latent channels); drop --guidance_channels, or update "
+            "diffusers_aligntok to a version whose pipeline has it."
+        )
+    in_channels = getattr(pipeline.transformer.config, "in_channels", None)
+    if isinstance(in_channels, int) and guidance_channels > in_channels:
+        raise ValueError(
+            f"guidance_channels={guidance_channels} exceeds the transformer's {in_channels} latent channels; give at "
+            f"most {in_channels} (or None for the pipeline's default)."
+        )
+    return guidance_channels
 
 
 def describe_pipeline(pipeline, path: str) -> dict[str, Any]:
@@ -460,7 +612,8 @@ class CleanFIDInceptionLogits:
     The torchscript network (`InceptionV3W.base`) returns softmax probabilities; `no_output_bias=True` drops the
     output layer's bias as the original TF implementation (and ADM's and StyleGAN's evaluators) do for the Inception
     Score. Its log is the logits up to a per-row constant, which the softmax inside `inception_score` removes. The
-    input is already resized to 299x299, so the network's own resize is a no-op and it normalises as clean-fid does.
+    base network resizes its input itself: in mode "clean" the input is already 299x299 (a no-op), in mode
+    "legacy_tensorflow" it is the image at its own size, resized exactly as for the FID features.
     """
 
     def __init__(self, inception):
@@ -476,30 +629,38 @@ class CleanFIDInceptionLogits:
         return probabilities.clamp_min(1e-30).log()
 
 
-def build_generation_feature_extractor(name: str = "clean-fid-inception", device: str | torch.device = "cpu") -> GenerationFeatureExtractor:
+def build_generation_feature_extractor(name: str = "clean-fid-inception", device: str | torch.device = "cpu",
+                                       inception_mode: str = "clean") -> GenerationFeatureExtractor:
     """`"clean-fid-inception"`: clean-fid's Inception for the FID features (2048-d pool) and for the IS logits
     (downloads `inception-2015-12-05.pt` to /tmp on first use). `"random-inception-standin"`: the offline stand-in,
-    whose features also stand in for the logits; none of its numbers is FID or IS."""
+    whose features also stand in for the logits; none of its numbers is FID or IS.
+
+    `inception_mode` is clean-fid's preprocessing (`"clean"` or `"legacy_tensorflow"`, see `fid.py`); the network is
+    built as `cleanfid.features.build_feature_extractor(mode=inception_mode)` builds it (`resize_inside` only in
+    `"legacy_tensorflow"`)."""
     device = torch.device(device)
+    check_inception_mode(inception_mode)
     if name == "clean-fid-inception":
         try:
             from cleanfid.inception_torchscript import InceptionV3W
 
-            inception = InceptionV3W("/tmp", download=True, resize_inside=False).to(device).eval()
+            inception = InceptionV3W("/tmp", download=True, resize_inside=inception_mode == "legacy_tensorflow")
+            inception = inception.to(device).eval()
         except OSError as error:  # urllib errors are OSErrors
             raise RuntimeError(
                 "Could not load clean-fid's Inception network (it downloads inception-2015-12-05.pt to /tmp on first "
                 "use; no network?). Copy that file to /tmp on this machine, or use "
                 "feature_extractor='random-inception-standin' for offline smoke runs (its numbers are not FID)."
             ) from error
-        fid = FIDFeatureExtractor(inception, name=name, is_real_metric=True, device=device)
+        fid = FIDFeatureExtractor(inception, name=name, is_real_metric=True, device=device,
+                                  inception_mode=inception_mode)
         return GenerationFeatureExtractor(
             fid, CleanFIDInceptionLogits(inception),
             "clean-fid Inception (inception-2015-12-05), 1008-way output layer without bias",
         )
     if name not in FEATURE_EXTRACTORS:
         raise ValueError(f"Unknown feature extractor {name!r}; choose one of {FEATURE_EXTRACTORS}.")
-    return GenerationFeatureExtractor(build_fid_feature_extractor(name, device=device))
+    return GenerationFeatureExtractor(build_fid_feature_extractor(name, device=device, inception_mode=inception_mode))
 
 
 def as_generation_feature_extractor(extractor) -> GenerationFeatureExtractor:
@@ -527,96 +688,237 @@ class Reference:
 def load_reference(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor, accelerator,
                    image_size: tuple[int, int], notes: list[str], warnings_list: list[str],
                    num_classes: int | None = None) -> Reference:
-    """The reference of `config.reference`: an `.npz` file, else a data source (statistics cached on disk)."""
+    """The reference of `config.reference`: an `.npz` file in ADM's reference-batch format, else a data source
+    (statistics cached on disk)."""
     if config.reference.endswith(".npz"):
         return load_reference_npz(config.reference, extractor, config.precision_recall_reference_samples,
-                                  config.batch_size, notes, warnings_list)
+                                  config.batch_size, notes, warnings_list, statistics=config.reference_npz_statistics,
+                                  image_size=image_size)
     return reference_from_data(config, extractor, accelerator, image_size, notes, warnings_list, num_classes)
 
 
 def load_reference_npz(path: str | os.PathLike, extractor: GenerationFeatureExtractor, precision_recall_samples: int,
-                       batch_size: int, notes: list[str], warnings_list: list[str]) -> Reference:
-    """Reference statistics from an `.npz` with `mu` and `sigma` (ADM's / clean-fid's layout).
+                       batch_size: int, notes: list[str], warnings_list: list[str], statistics: str = "auto",
+                       image_size: tuple[int, int] | None = None) -> Reference:
+    """Reference statistics (and precision / recall features) from an `.npz` in ADM's reference-batch format.
 
-    If it also holds `arr_0` (uint8 images `(N, H, W, 3)`, ADM's reference batch), the features of
-    `precision_recall_samples` of them (evenly spaced) are computed for precision / recall, streaming the array from
-    the file in batches; without images precision / recall is skipped with a note.
+    The file holds `mu` `(D,)` and `sigma` `(D, D)`, the statistics of the reference features (ADM's
+    `VIRTUAL_imagenet256_labeled.npz`: 2048-d TensorFlow-Inception `pool_3` statistics over the whole ImageNet training
+    set; clean-fid's and this package's statistics files use the same keys), and / or `arr_0`, uint8 images
+    `(N, H, W, 3)` (ADM's: 10,000 training images). With `statistics="auto"` the stored `mu` / `sigma` are used when
+    present, as ADM's evaluator does, else the statistics of every `arr_0` image through `extractor` (in its
+    inception mode); `"mu_sigma"` and `"arr_0"` force one source. Precision / recall use the features of
+    `precision_recall_samples` evenly spaced `arr_0` images (skipped with a note without images). `arr_0` is streamed
+    from the zip member a batch at a time, and one pass serves both.
     """
     path = Path(path).expanduser()
+    if statistics not in REFERENCE_NPZ_STATISTICS:
+        raise ValueError(f"statistics must be one of {REFERENCE_NPZ_STATISTICS}, got {statistics!r}.")
     if not path.is_file():
-        raise FileNotFoundError(f"Reference statistics file {path} does not exist.")
-    with np.load(path) as stored:
-        keys = list(stored.keys())
-        if "mu" not in keys or "sigma" not in keys:
-            raise ValueError(
-                f"{path} has the arrays {keys}, but a reference .npz needs 'mu' (mean, (D,)) and 'sigma' (covariance, "
-                "(D, D)) of the reference features, as in ADM's VIRTUAL_imagenet256_labeled.npz or clean-fid's "
-                "statistics; or pass a data source (image folder, hub id) as the reference."
-            )
-        mean, covariance = stored["mu"].astype(np.float64), stored["sigma"].astype(np.float64)
-    feature_dim = _feature_dim(extractor.fid)
-    if mean.shape != (feature_dim,) or covariance.shape != (feature_dim, feature_dim):
+        raise FileNotFoundError(
+            f"Reference file {path} does not exist. For ADM-comparable ImageNet 256 numbers it is ADM's reference "
+            f"batch {ADM_REFERENCE_BATCH_IMAGENET_256} (OpenAI guided-diffusion's evaluations); or pass a data "
+            "source (image folder, hub id) as the reference."
+        )
+    try:
+        with np.load(path) as stored:
+            keys = list(stored.keys())
+            mean = stored["mu"].astype(np.float64) if "mu" in keys else None
+            covariance = stored["sigma"].astype(np.float64) if "sigma" in keys else None
+            stored_key = str(stored["key"]) if "key" in keys else None
+            stored_count = int(stored["count"]) if "count" in keys else None
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable .npz file ({error}); download or write it again.") from error
+    has_images = "arr_0" in keys
+    if ("mu" in keys) != ("sigma" in keys):
         raise ValueError(
-            f"{path} holds {mean.shape[0] if mean.ndim == 1 else mean.shape}-d statistics (mu {mean.shape}, sigma "
-            f"{covariance.shape}), but the feature extractor {extractor.name!r} gives {feature_dim}-d features; the "
-            "reference must come from the same network."
+            f"{path} has {'mu' if 'mu' in keys else 'sigma'} but not {'sigma' if 'mu' in keys else 'mu'} (arrays "
+            f"{keys}); reference statistics need both the mean 'mu' (D,) and the covariance 'sigma' (D, D)."
         )
-    description = {"kind": "npz", "path": str(path), "arrays": keys}
-    if "arr_0" in keys:
-        notes.append(
-            f"{path.name}: if its mu/sigma come from ADM's TensorFlow evaluator (VIRTUAL_imagenet256_labeled.npz), "
-            "they were computed with TF's resize, not clean-fid's; gFID against them is close to, but not exactly, "
-            "ADM's number. Reference statistics from the images through this script are self-consistent."
+    has_statistics = mean is not None
+    if not has_statistics and not has_images:
+        raise ValueError(
+            f"{path} has the arrays {keys}, but a reference .npz needs 'mu' (mean, (D,)) and 'sigma' (covariance, "
+            "(D, D)) of the reference features, or 'arr_0' (uint8 reference images (N, H, W, 3)) to compute them "
+            f"from, as ADM's {ADM_REFERENCE_BATCH_IMAGENET_256} holds both. Write one with np.savez(path, mu=..., "
+            "sigma=...) or np.savez(path, arr_0=images), or pass a data source (image folder, hub id) as the reference."
         )
-    features = None
+    if statistics == "mu_sigma" and not has_statistics:
+        raise ValueError(
+            f"reference_npz_statistics='mu_sigma' but {path} has no mu/sigma (arrays {keys}); use 'auto' or 'arr_0' "
+            "to compute the statistics from its arr_0 images."
+        )
+    if statistics == "arr_0" and not has_images:
+        raise ValueError(
+            f"reference_npz_statistics='arr_0' but {path} has no arr_0 images (arrays {keys}); use 'auto' or "
+            "'mu_sigma' to use its stored statistics."
+        )
+    source = "mu_sigma" if statistics == "mu_sigma" or (statistics == "auto" and has_statistics) else "arr_0"
+    feature_dim = _feature_dim(extractor.fid)
+    mode = extractor.fid.inception_mode
+    description: dict[str, Any] = {
+        "kind": "npz", "format": "ADM reference batch (mu/sigma and/or arr_0 images)", "path": str(path),
+        "file_name": path.name, "file_bytes": path.stat().st_size, "arrays": keys,
+        "statistics_requested": statistics, "statistics_source": source, "statistics_num_images": None,
+        "arr_0_shape": None, "precision_recall": None,
+    }
+
+    if source == "mu_sigma":
+        _check_npz_statistics(path, mean, covariance, feature_dim, extractor.name)
+        if stored_key is not None:  # written by save_reference_statistics: its key says which network and mode
+            key = json.loads(stored_key)
+            stored_mode = key.get("inception_mode", "clean")  # keys from before the mode existed are "clean" ones
+            if key.get("feature_extractor") not in (None, extractor.name) or stored_mode != mode:
+                raise ValueError(
+                    f"{path} holds statistics of {key.get('feature_extractor')!r} features in inception_mode "
+                    f"{stored_mode!r}, but the samples are measured with {extractor.name!r} in {mode!r}; evaluate with "
+                    "the same feature extractor and inception_mode, or pass the data source the file was made from."
+                )
+            description.update(written_by="diffusers_aligntok", stored_key=key, statistics_num_images=stored_count)
+        elif extractor.is_real_metric and mode == "clean":
+            warnings_list.append(
+                f"{path.name}: its mu/sigma were not written by this package. If they come from ADM's evaluator "
+                f"({ADM_REFERENCE_BATCH_IMAGENET_256}), they are statistics of TensorFlow-Inception features of images "
+                "the network resized itself, while the samples are measured with clean-fid's 'clean' resize: this "
+                "gFID mixes two preprocessings and is comparable with neither ADM's numbers nor ours. Use "
+                "inception_mode='legacy_tensorflow' (ADM's preprocessing) or reference_npz_statistics='arr_0' "
+                "(statistics of its images through this extractor)."
+            )
+        elif extractor.is_real_metric:
+            notes.append(
+                f"{path.name}: its stored mu/sigma are used as ADM's evaluator uses them, against samples measured in "
+                "clean-fid's legacy_tensorflow mode (designed to reproduce ADM's TensorFlow preprocessing; the "
+                "agreement has not been measured here)."
+            )
+
+    images_needed = source == "arr_0" or (precision_recall_samples > 0 and has_images)
+    if has_images:
+        shape = _npz_image_array_shape(path)
+        description["arr_0_shape"] = list(shape)
+        if images_needed and image_size is not None and tuple(shape[1:3]) != tuple(image_size):
+            warnings_list.append(
+                f"{path.name}: its arr_0 images are {shape[1]}x{shape[2]} but the samples are {image_size[0]}x"
+                f"{image_size[1]}; a reference batch should match the sample resolution "
+                f"({ADM_REFERENCE_BATCH_IMAGENET_256} for 256x256)."
+            )
+        if source == "arr_0":
+            if shape[0] < 2:
+                raise ValueError(
+                    f"{path}: arr_0 holds {shape[0]} image(s); reference statistics need at least 2 (ADM's reference "
+                    "batch holds 10,000)."
+                )
+            if shape[0] <= feature_dim:
+                warnings_list.append(
+                    f"{path.name}: statistics of {shape[0]} arr_0 images of {feature_dim}-d features: the covariance "
+                    "is rank-deficient and the FID against it biased; ADM's reference batch holds 10,000 images."
+                )
+            if has_statistics:
+                notes.append(
+                    f"{path.name}: its stored mu/sigma are ignored (reference_npz_statistics='arr_0'); ADM's stored "
+                    f"statistics cover the whole training set, these only its {shape[0]} arr_0 images."
+                )
+
     if precision_recall_samples == 0:
         notes.append("Precision / recall skipped: precision_recall_reference_samples=0.")
-    elif "arr_0" not in keys:
+    elif not has_images:
         notes.append(
             f"Precision / recall skipped: {path.name} holds only mu/sigma; it needs real feature vectors. Pass an npz "
             "with reference images in 'arr_0' (ADM's format) or a data source as --reference."
         )
-    else:
-        features, count, total = _npz_image_features(path, extractor, precision_recall_samples, batch_size)
-        description["precision_recall"] = {"source": "arr_0", "num_samples": count, "of": total,
-                                           "selection": "evenly spaced"}
+    features = None
+    if images_needed:
+        accumulated = FeatureStatistics(feature_dim) if source == "arr_0" else None
+        features, count, total = _npz_image_features(path, extractor, precision_recall_samples, batch_size, accumulated)
+        if accumulated is not None:
+            mean, covariance = accumulated.mean, accumulated.covariance
+            description["statistics_num_images"] = accumulated.count
+        if features is not None:
+            description["precision_recall"] = {"source": "arr_0", "num_samples": count, "of": total,
+                                               "selection": "evenly spaced"}
+    # Identifies the statistics actually used (a file's name says little: ADM's batch is often renamed or re-saved).
+    digest = hashlib.sha256(np.ascontiguousarray(mean, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(covariance, dtype=np.float64).tobytes())
+    description["statistics_sha256"] = digest.hexdigest()[:16]
     return Reference(mean, covariance, features, description)
 
 
-def _npz_image_features(path: Path, extractor, num_samples: int, batch_size: int) -> tuple[np.ndarray, int, int]:
-    """Features of `num_samples` evenly spaced images of `arr_0`, read a batch at a time from the zip member."""
+def _check_npz_statistics(path: Path, mean: np.ndarray, covariance: np.ndarray, feature_dim: int,
+                          extractor_name: str) -> None:
+    if mean.shape != (feature_dim,) or covariance.shape != (feature_dim, feature_dim):
+        raise ValueError(
+            f"{path} holds {mean.shape[0] if mean.ndim == 1 else mean.shape}-d statistics (mu {mean.shape}, sigma "
+            f"{covariance.shape}), but the feature extractor {extractor_name!r} gives {feature_dim}-d features; the "
+            "reference must come from the same network (ADM's and clean-fid's Inception statistics are 2048-d, the "
+            "offline stand-in's 32-d). Use feature_extractor='clean-fid-inception' with an ADM reference batch, or "
+            "compute the reference from images: reference_npz_statistics='arr_0' for an npz with arr_0, or a data "
+            "source."
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(covariance).all()):
+        raise ValueError(f"{path} holds NaN or inf in mu/sigma; the file is damaged, download or compute it again.")
+
+
+def _npz_image_array_shape(path: Path) -> tuple[int, ...]:
+    """The shape of `arr_0`, read from its npy header (ADM's streaming reader's way), checked to be uint8 NHWC RGB."""
     with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
-        version = np.lib.format.read_magic(member)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(member)
-        if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8 or fortran_order:
-            raise ValueError(
-                f"{path}: arr_0 must hold uint8 images (N, H, W, 3) in C order, got {dtype} {shape}"
-                f"{' (Fortran order)' if fortran_order else ''}."
-            )
-        total = shape[0]
-        count = min(num_samples, total)
-        wanted = {index * total // count for index in range(count)}
-        image_bytes = int(np.prod(shape[1:]))
-        features, pending, position = [], [], 0
+        shape, fortran_order, dtype = _read_npy_header(member)
+    if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8 or fortran_order:
+        raise ValueError(
+            f"{path}: arr_0 must hold uint8 RGB images (N, H, W, 3) in C order, as ADM's reference batches do, got "
+            f"{dtype} {tuple(shape)}{' (Fortran order)' if fortran_order else ''}. Convert it with "
+            "np.savez(path, arr_0=np.ascontiguousarray(images_nhwc_0_255.astype(np.uint8)))."
+        )
+    return tuple(int(side) for side in shape)
+
+
+def _read_npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(member)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(member)
+
+
+def _npz_image_features(path: Path, extractor, num_samples: int, batch_size: int,
+                        statistics: FeatureStatistics | None = None) -> tuple[np.ndarray | None, int, int]:
+    """Features of `num_samples` evenly spaced images of `arr_0` (None if 0), read a batch at a time from the zip
+    member; with `statistics`, every image's features are also accumulated into it (one pass for both)."""
+    shape = _npz_image_array_shape(path)
+    total = shape[0]
+    count = min(num_samples, total)
+    wanted = {index * total // count for index in range(count)} if count else set()
+    image_bytes = int(np.prod(shape[1:]))
+
+    def to_images(pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    features, pending, position = [], [], 0
+    with zipfile.ZipFile(path) as archive, archive.open("arr_0.npy") as member:
+        _read_npy_header(member)
         while position < total:
             rows = min(batch_size, total - position)
-            block = np.frombuffer(_read_exactly(member, rows * image_bytes), dtype=np.uint8).reshape(rows, *shape[1:])
-            pending.extend(block[row] for row in range(rows) if position + row in wanted)
+            block = np.frombuffer(_read_exactly(member, rows * image_bytes, path), dtype=np.uint8)
+            block = block.reshape(rows, *shape[1:])
+            keep = [row for row in range(rows) if position + row in wanted]
             position += rows
+            if statistics is not None:
+                block_features = extractor.fid(to_images(block))
+                statistics.update(block_features)
+                if keep:
+                    features.append(block_features[keep].astype(np.float32))
+                continue
+            # Only the precision / recall rows: collect them across blocks so the network sees full batches.
+            pending.extend(block[row] for row in keep)
             if len(pending) >= batch_size or (position >= total and pending):
-                images = torch.from_numpy(np.stack(pending)).permute(0, 3, 1, 2).float() / 127.5 - 1
-                features.append(extractor.fid(images).astype(np.float32))
+                features.append(extractor.fid(to_images(np.stack(pending))).astype(np.float32))
                 pending = []
-    return np.concatenate(features), count, total
+    return (np.concatenate(features) if features else None), count, total
 
 
-def _read_exactly(stream, size: int) -> bytes:
+def _read_exactly(stream, size: int, path: Path | None = None) -> bytes:
     data = bytearray()
     while len(data) < size:
         piece = stream.read(size - len(data))
         if not piece:
-            raise ValueError("The reference npz's arr_0 ends early; the file is truncated.")
+            raise ValueError(f"{path or 'The npz'}: arr_0 ends early; the file is truncated, download or write it "
+                             "again.")
         data.extend(piece)
     return bytes(data)
 
@@ -655,6 +957,10 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
         "num_samples": total, "data_description": description_text, "feature_extractor": extractor.name,
         "seed": _REFERENCE_SEED if config.reference.startswith("builtin:") else None,
     }
+    if extractor.fid.inception_mode != "clean":
+        # Only outside the default: "clean" keys stay those of the tokenizer evaluation (which has no mode) and of
+        # statistics cached before the mode existed, so both keep sharing one cache entry.
+        key["inception_mode"] = extractor.fid.inception_mode
     cache_dir = Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
     statistics_path = reference_statistics_path(cache_dir, key)
     statistics = load_reference_statistics(statistics_path, key)
@@ -706,6 +1012,7 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
     description = {
         "kind": "data", "source": config.reference, "split": config.reference_split, "resolution": [height, width],
         "crop": "center", "num_samples": total, "data_description": description_text,
+        "statistics_source": "computed here from the data", "inception_mode": extractor.fid.inception_mode,
         "statistics_path": str(statistics_path), "cached": cached,
         "precision_recall": {"num_samples": precision_recall_count, "selection": "evenly spaced", "path": str(features_path)}
         if precision_recall_count else None,
@@ -744,15 +1051,20 @@ def initial_noise(noise_seeds: Sequence[int], latent_shape: Sequence[int]) -> to
 def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: int, batch_size: int,
                    guidance_scale: float, guidance_interval: tuple[float, float], num_inference_steps: int,
                    extractor: GenerationFeatureExtractor, save_images_below: int = 0,
-                   image_dir: Path | None = None) -> dict[str, np.ndarray]:
+                   image_dir: Path | None = None, guidance_channels: int | None = None,
+                   keep_images: bool = False) -> dict[str, np.ndarray]:
     """Generates chunk `chunk` of `plan` in batches of `batch_size` and returns its arrays (features, logits, ...).
 
     Samples with index `< save_images_below` are also written to `image_dir` as `<index>_class<label>.png`.
+    `guidance_channels` is passed to the pipeline only when given. With `keep_images`, the arrays also hold
+    `"images"`: the uint8 `(n, H, W, 3)` pixels the features were computed from (ADM's layout).
     """
     indices = plan.chunk_indices(chunk, samples_per_chunk)
     config = pipeline.transformer.config
     latent_shape = (config.in_channels, config.sample_size, config.sample_size)
-    features, logits = [], []
+    # Only when set: pipelines without the argument keep working, and None keeps the pipeline's own default.
+    extra = {} if guidance_channels is None else {"guidance_channels": guidance_channels}
+    features, logits, pixels = [], [], []
     for start in range(0, len(indices), batch_size):
         batch = indices[start : start + batch_size]
         labels = torch.from_numpy(plan.labels[batch])
@@ -763,6 +1075,7 @@ def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: in
             num_inference_steps=num_inference_steps,
             latents=initial_noise(plan.noise_seeds[batch], latent_shape),
             output_type="pt",
+            **extra,
         ).images
         images = images.float() * 2 - 1  # the pipeline's [0, 1] -> the [-1, 1] the feature extractor quantises
         if not torch.isfinite(images).all():
@@ -776,6 +1089,8 @@ def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: in
             logits.append(batch_logits.astype(np.float32))
         if image_dir is not None and save_images_below:
             _save_pngs(images, batch, plan.labels[batch], save_images_below, image_dir)
+        if keep_images:
+            pixels.append(quantize_to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
     arrays = {
         "features": np.concatenate(features),
         "labels": plan.labels[indices],
@@ -784,6 +1099,8 @@ def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: in
     }
     if logits:
         arrays["logits"] = np.concatenate(logits)
+    if keep_images:
+        arrays["images"] = np.ascontiguousarray(np.concatenate(pixels))
     return arrays
 
 
@@ -805,6 +1122,21 @@ def write_chunk(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> 
     return path
 
 
+def images_chunk_path(scale_dir: str | os.PathLike, chunk: int) -> Path:
+    return Path(scale_dir) / _IMAGES_FORMAT.format(chunk)
+
+
+def write_images_chunk(path: Path, images: np.ndarray, sample_indices: np.ndarray, fingerprint: str) -> Path:
+    """Writes a chunk's uint8 samples (for `save_npz`) atomically, with the chunk's fingerprint and sample indices."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.incomplete")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, images=images, sample_indices=sample_indices.astype(np.int64),
+                 fingerprint=np.array(fingerprint), state_version=np.array(_STATE_VERSION))
+    os.replace(temporary, path)
+    return path
+
+
 def read_chunk_fingerprint(path: Path) -> str | None:
     try:
         with np.load(path) as stored:
@@ -821,18 +1153,25 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
     With `resume`, a chunk whose file exists with the same `fingerprint` is skipped and one with another fingerprint
     raises; without it every chunk is generated again. `stop_after` stops after that many new chunks (tests of resume).
     """
+    keep_images = config.save_npz is not None
     todo = []
     for chunk in chunks:
         path = chunk_path(scale_dir, chunk)
         if resume and path.is_file():
             stored = read_chunk_fingerprint(path)
+            # A chunk from a run without save_npz has no images: generate it again (the same samples) to get them.
+            images_ready = not keep_images or read_chunk_fingerprint(images_chunk_path(scale_dir, chunk)) == fingerprint
+            if stored == fingerprint and images_ready:
+                continue
             if stored == fingerprint:
+                todo.append(chunk)
                 continue
             if stored is not None:
                 raise ValueError(
-                    f"{path} was generated with other settings (pipeline, steps, sampler, shift, guidance, seed, label "
-                    "sampling, sample count, chunk size, TF32 or feature extractor); rerun with the same settings, "
-                    "use another output_dir, or drop --resume to generate everything again."
+                    f"{path} was generated with other settings (pipeline, steps, sampler, shift, guidance, guidance "
+                    "channels, seed, label sampling, sample count, chunk size, TF32, feature extractor or inception "
+                    "mode); rerun with the same settings, use another output_dir, or drop --resume to generate "
+                    "everything again."
                 )
         todo.append(chunk)
     generated = []
@@ -843,7 +1182,13 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
             pipeline, plan, chunk, config.samples_per_chunk, config.batch_size, guidance_scale,
             config.guidance_interval, config.num_inference_steps, extractor,
             save_images_below=config.save_images, image_dir=scale_dir / SAMPLES_DIR,
+            guidance_channels=config.guidance_channels, keep_images=keep_images,
         )
+        images = arrays.pop("images", None)
+        if images is not None:
+            # Images first: a kill between the two writes leaves a chunk that resume regenerates, never a finished
+            # feature chunk whose images are missing or stale.
+            write_images_chunk(images_chunk_path(scale_dir, chunk), images, arrays["sample_indices"], fingerprint)
         write_chunk(chunk_path(scale_dir, chunk), arrays, fingerprint)
         generated.append(chunk)
         progress.update(1)
@@ -855,8 +1200,10 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
 
 
 def generation_fingerprint(config: GenerationEvaluationConfig, guidance_scale: float, pipeline_description: dict,
-                           scheduler_config: dict, extractor_name: str, image_size: tuple[int, int]) -> str:
-    """A hash of every setting that changes the contents of a chunk file (not the batch size or process count)."""
+                           scheduler_config: dict, extractor_name: str, image_size: tuple[int, int],
+                           inception_mode: str = "clean") -> str:
+    """A hash of every setting that changes the contents of a chunk file (not the batch size, the process count or
+    `save_npz`, which only adds the images beside it)."""
     settings = {
         "pipeline": {name: pipeline_description[name]["fingerprint"] for name in ("transformer", "vae")},
         "scheduler": _jsonable(scheduler_config),
@@ -872,7 +1219,90 @@ def generation_fingerprint(config: GenerationEvaluationConfig, guidance_scale: f
         "image_size": list(image_size),
         "state_version": _STATE_VERSION,
     }
+    # Settings added later enter only away from their defaults, so chunk files written before they existed keep
+    # their fingerprint and stay resumable.
+    if inception_mode != "clean":
+        settings["inception_mode"] = inception_mode
+    if config.guidance_channels is not None:
+        settings["guidance_channels"] = config.guidance_channels
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The samples as ADM's evaluator reads them
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sample_npz_path(save_npz: str | os.PathLike, guidance_scale: float, sweep: bool) -> Path:
+    """`save_npz` itself, or in a CFG sweep `<stem>-cfg-<scale>.npz` beside it (one sample batch per scale)."""
+    path = Path(save_npz).expanduser()
+    return path.with_name(f"{path.stem}-cfg-{guidance_scale:g}{path.suffix}") if sweep else path
+
+
+def write_adm_sample_npz(path: str | os.PathLike, scale_dir: Path, plan: SamplePlan, samples_per_chunk: int,
+                         fingerprint: str | None = None) -> dict[str, Any]:
+    """Streams the chunk image files of `scale_dir`, in plan order, into one `.npz` as ADM's evaluator reads it.
+
+    The layout is that of ADM's `scripts/image_sample.py` (`np.savez(path, arr, label_arr)`): `arr_0` uint8
+    `(N, H, W, 3)`, sample `i` at row `i` whichever process generated it, and `arr_1` the int64 class labels.
+    LightningDiT's `tools/save_npz.py` writes `arr_0` alone; ADM's evaluator reads only `arr_0`, so both work. The
+    pixels are `round((x + 1) * 127.5)` of the decoded `x` in `[-1, 1]`, as diffusers' postprocess and LightningDiT's
+    `decode_to_images` (`clamp(127.5 x + 128)` then truncation) give them; ADM's own sampler truncates
+    `(x + 1) * 127.5`, at most one level lower. Written
+    like `np.savez` (stored, not compressed; zip64 for files over 4 GB), one chunk at a time, to a temporary name
+    renamed at the end. Returns a description for `results.json`.
+    """
+    path = Path(path).expanduser()
+    num_chunks = plan.num_chunks(samples_per_chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.incomplete")
+    shape = None
+    try:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with archive.open("arr_0.npy", "w", force_zip64=True) as member:
+                for chunk in range(num_chunks):
+                    images = _read_images_chunk(images_chunk_path(scale_dir, chunk), plan, chunk, samples_per_chunk,
+                                                fingerprint)
+                    if shape is None:
+                        shape = (plan.num_samples, *images.shape[1:])
+                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                                  "shape": shape}
+                        # np.save's own header (version 1.0 suffices for any 4-d shape), then the rows as they come.
+                        np.lib.format.write_array_header_1_0(member, header)
+                    elif images.shape[1:] != shape[1:]:
+                        raise ValueError(f"{images_chunk_path(scale_dir, chunk)} holds {images.shape[1:]} images, "
+                                         f"the earlier chunks {shape[1:]}; the chunk files are from different runs.")
+                    member.write(memoryview(images).cast("B"))
+            with archive.open("arr_1.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, plan.labels.astype(np.int64), allow_pickle=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return {"path": str(path),
+            "arrays": {"arr_0": {"dtype": "uint8", "shape": list(shape)},
+                       "arr_1": {"dtype": "int64", "shape": [plan.num_samples], "content": "labels"}},
+            "order": "sample index (the plan's order, independent of the process count)",
+            "bytes": path.stat().st_size, "reader": "ADM evaluator: python evaluations/evaluator.py <reference batch> "
+                                                   f"{path.name}"}
+
+
+def _read_images_chunk(path: Path, plan: SamplePlan, chunk: int, samples_per_chunk: int,
+                       fingerprint: str | None) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the samples of chunk {chunk} were generated without save_npz (or deleted); rerun "
+            "with --resume and save_npz to regenerate just those chunks."
+        )
+    with np.load(path) as stored:
+        expected = plan.chunk_indices(chunk, samples_per_chunk)
+        if not np.array_equal(stored["sample_indices"], expected):
+            raise ValueError(f"{path} does not hold samples {expected[0]}..{expected[-1]} of this plan; it is stale.")
+        if fingerprint is not None and str(stored["fingerprint"]) != fingerprint:
+            raise ValueError(f"{path} was generated with other settings than this run; rerun without --resume.")
+        images = np.ascontiguousarray(stored["images"])
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != len(expected) or images.shape[-1] != 3:
+        raise ValueError(f"{path} holds {images.dtype} {images.shape}, not uint8 ({len(expected)}, H, W, 3) images.")
+    return images
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -995,9 +1425,18 @@ def evaluate_generation(
     pipeline_description = describe_pipeline(pipeline, config.pipeline)
     scheduler_config = dict(pipeline.scheduler.config)
 
+    guidance_channels_effective = check_guidance_channels(pipeline, config.guidance_channels)
+
     extractor = as_generation_feature_extractor(
-        feature_extractor if feature_extractor is not None else build_generation_feature_extractor(config.feature_extractor, device)
+        feature_extractor if feature_extractor is not None
+        else build_generation_feature_extractor(config.feature_extractor, device, config.inception_mode)
     )
+    if extractor.fid.inception_mode != config.inception_mode:
+        raise ValueError(
+            f"The feature extractor passed in preprocesses in inception_mode {extractor.fid.inception_mode!r}, but the "
+            f"config asks for {config.inception_mode!r}; build it with inception_mode={config.inception_mode!r} or "
+            "set the config's inception_mode to match."
+        )
     if not extractor.is_real_metric:
         warnings_list.append(f"gFID uses {extractor.name!r}, a stand-in network: its values are not FID.")
     if not extractor.inception_score_is_real:
@@ -1008,6 +1447,14 @@ def evaluate_generation(
 
     # ---- the reference first: a bad one fails before hours of sampling ----
     reference = load_reference(config, extractor, accelerator, image_size, notes, warnings_list, num_classes)
+    if config.save_npz is not None and accelerator.is_main_process:
+        # Also before sampling: an unwritable destination must not surface only after the last chunk.
+        for guidance_scale in config.guidance_scales:
+            destination = sample_npz_path(config.save_npz, guidance_scale, config.cfg_sweep is not None)
+            if destination.is_dir():
+                raise ValueError(f"save_npz={config.save_npz!r} is a directory; give a file name such as "
+                                 f"{destination / 'samples.npz'}.")
+            destination.parent.mkdir(parents=True, exist_ok=True)
 
     # ---- generate every guidance scale, then score them (other processes need not wait for the scoring) ----
     metrics_function = metrics_function or _default_metrics_function
@@ -1017,7 +1464,7 @@ def evaluate_generation(
     for guidance_scale in config.guidance_scales:
         scale_dir = guidance_scale_dir(output_dir, guidance_scale)
         fingerprint = generation_fingerprint(config, guidance_scale, pipeline_description, scheduler_config,
-                                             extractor.name, image_size)
+                                             extractor.name, image_size, extractor.fid.inception_mode)
         if accelerator.is_main_process:
             scale_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -1046,9 +1493,13 @@ def evaluate_generation(
         for note in metrics.pop("notes", []):
             if note not in notes:
                 notes.append(note)
+        sample_npz = None
+        if config.save_npz is not None:
+            destination = sample_npz_path(config.save_npz, guidance_scale, config.cfg_sweep is not None)
+            sample_npz = write_adm_sample_npz(destination, scale_dir, plan, config.samples_per_chunk, fingerprint)
         row = {"guidance_scale": guidance_scale, "guidance_interval": list(config.guidance_interval), **metrics,
                "directory": str(scale_dir), "fingerprint": fingerprint, "chunks": num_chunks,
-               "chunks_generated_this_run": generated_count}
+               "chunks_generated_this_run": generated_count, "sample_npz": sample_npz}
         if config.save_images:
             row["samples_grid"] = _save_grid(scale_dir, config.save_images, notes)
         rows.append(row)
@@ -1059,13 +1510,18 @@ def evaluate_generation(
         row["best"] = best is not None and row is best
     for warning in warnings_list:
         warnings.warn(warning, UserWarning, stacklevel=2)
+    shift_effective = None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift")
     results = {
         "settings": {
             **_jsonable(asdict(config)),
             "guidance_scale": None if config.cfg_sweep is not None else config.guidance_scale,
             "guidance_scales": config.guidance_scales,
+            "guidance_channels_effective": guidance_channels_effective,
             "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
-            "shift_effective": None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift"),
+            "shift_effective": shift_effective,
+            "shift_source": "config" if config.shift is not None else "pipeline scheduler",
+            # LightningDiT's timestep_shift s is a diffusers shift of 1 / s (DESIGN.md, sampling conventions).
+            "timestep_shift_lightningdit": 1.0 / shift_effective if shift_effective else None,
             "dynamic_shifting": bool(scheduler_config.get("use_dynamic_shifting", False)),
             "scheduler_class": type(pipeline.scheduler).__name__,
             "transformer_evaluations_per_sample": _transformer_evaluations(pipeline, config.num_inference_steps),
@@ -1073,6 +1529,8 @@ def evaluate_generation(
             "num_processes": accelerator.num_processes,
             "num_chunks": num_chunks,
             "sample_plan": plan.describe(),
+            "inception_mode_effective": extractor.fid.inception_mode,
+            "protocol": describe_protocol(config, extractor, reference),
         },
         "pipeline": pipeline_description,
         "feature_extractor": extractor.describe(),
@@ -1106,12 +1564,46 @@ def _default_metrics_function(guidance_scale, scale_dir, plan, reference, finger
                                       precision_recall_k=precision_recall_k, device=device)
 
 
+def describe_protocol(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor,
+                      reference: Reference) -> dict[str, Any]:
+    """Whether this run used the combination designed to be comparable with ADM's evaluator, and what differs if not.
+
+    The combination (see the module docstring): the real Inception, `inception_mode="legacy_tensorflow"`, an `.npz`
+    reference whose stored `mu` / `sigma` are used and that this package did not write (ADM's
+    `VIRTUAL_imagenet256_labeled.npz` for ImageNet 256; the file's identity is recorded, not checked), random labels
+    and 50,000 samples. Whether such a run reproduces ADM's evaluator's number has not been measured here.
+    """
+    description = reference.description
+    conditions = {
+        "real Inception network (feature_extractor='clean-fid-inception')": extractor.is_real_metric,
+        "inception_mode='legacy_tensorflow'": extractor.fid.inception_mode == "legacy_tensorflow",
+        f"reference: the stored mu/sigma of an ADM reference batch ({ADM_REFERENCE_BATCH_IMAGENET_256} for ImageNet "
+        "256)": description.get("kind") == "npz" and description.get("statistics_source") == "mu_sigma"
+                and description.get("written_by") is None,
+        "label_sampling='random'": config.label_sampling == "random",
+        f"num_samples={PROTOCOL_NUM_SAMPLES}": config.num_samples == PROTOCOL_NUM_SAMPLES,
+    }
+    unmet = [condition for condition, met in conditions.items() if not met]
+    return {
+        "adm_comparable": not unmet,
+        "unmet": unmet,
+        "reference_file": description.get("file_name") or description.get("source"),
+        "statement": (
+            "Designed to be comparable with ADM's evaluator (clean-fid's legacy_tensorflow mode, ADM's reference "
+            "statistics, random labels, 50K samples); the agreement has not been measured here. For published tables, "
+            "run ADM's evaluations/evaluator.py on the save_npz file."
+            if not unmet else
+            "Not the ADM-comparable combination: compare only with runs of this evaluation at the same settings."
+        ),
+    }
+
+
 def _headline(row: dict[str, Any]) -> dict[str, Any]:
     return {key: row.get(key) for key in ("guidance_scale", "gfid", "inception_score", "precision", "recall", "num_samples")}
 
 
 def _remove_chunks(scale_dir: Path) -> None:
-    existing = sorted(scale_dir.glob("features-*.npz"))
+    existing = sorted(scale_dir.glob("features-*.npz")) + sorted(scale_dir.glob("images-*.npz"))
     if existing:
         logger.warning(f"Starting over in {scale_dir}: removing {len(existing)} chunk files and their sample PNGs "
                        "(pass --resume to keep them).")
@@ -1185,20 +1677,35 @@ def generation_markdown(results: dict[str, Any]) -> str:
             cells.append("")
         lines.append("| " + " | ".join(cells) + " |")
     reference = results["reference"]
-    reference_text = (reference.get("path") if reference.get("kind") == "npz"
-                      else f"{reference.get('data_description')}, {reference.get('resolution')[0]}x"
-                           f"{reference.get('resolution')[1]} centre crops, {reference.get('num_samples')} images")
+    if reference.get("kind") == "npz":
+        source = ("its stored mu/sigma" if reference.get("statistics_source") == "mu_sigma"
+                  else f"statistics of its {reference.get('statistics_num_images')} arr_0 images")
+        reference_text = f"{reference.get('path')} ({source})"
+    else:
+        reference_text = (f"{reference.get('data_description')}, {reference.get('resolution')[0]}x"
+                          f"{reference.get('resolution')[1]} centre crops, {reference.get('num_samples')} images")
     shift = settings["shift_effective"] if not settings["dynamic_shifting"] else "dynamic"
+    protocol = settings.get("protocol") or {}
     lines += [
         "",
         (
             f"{settings['num_samples']} samples per scale ({settings['label_sampling']} labels over "
             f"{settings['sample_plan']['num_classes']} classes, seed {settings['seed']}), {settings['image_size'][0]}x"
             f"{settings['image_size'][1]}; {settings['sampler']} ({settings['scheduler_class']}), "
-            f"{settings['num_inference_steps']} steps, shift {shift}; pipeline {results['pipeline']['path']}."
+            f"{settings['num_inference_steps']} steps, shift {shift} ({settings.get('shift_source')}), guidance "
+            f"channels {settings.get('guidance_channels_effective')}; pipeline {results['pipeline']['path']}."
         ),
-        f"Features: {extractor['name']}; reference: {reference_text}.",
+        f"Features: {extractor['name']}, inception_mode {extractor.get('inception_mode')}; "
+        f"reference: {reference_text}.",
+        (f"ADM-comparable combination: {'yes' if protocol.get('adm_comparable') else 'no'}"
+         + (f" (differs in: {'; '.join(protocol['unmet'])})" if protocol.get("unmet") else
+            " (designed to be; not measured against ADM's evaluator here)") + "."),
     ]
+    for row in results["rows"]:
+        if row.get("sample_npz"):
+            shape = "x".join(str(side) for side in row["sample_npz"]["arrays"]["arr_0"]["shape"])
+            lines.append(f"Samples for ADM's evaluator (cfg {row['guidance_scale']:g}): {row['sample_npz']['path']} "
+                         f"(arr_0 uint8 {shape}).")
     for warning in results.get("warnings", []):
         lines.append(f"- warning: {warning}")
     for note in results.get("notes", []):

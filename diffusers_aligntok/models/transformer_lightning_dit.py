@@ -9,7 +9,9 @@ the Flux rotary embedding and `dispatch_attention_fn`).
 
 Timestep convention (diffusers flow matching, as `FlowMatchEulerDiscreteScheduler`): `timestep = sigma * 1000`, where
 `x_sigma = (1 - sigma) * x0 + sigma * noise`, so `timestep = 1000` is pure noise. The output is the velocity
-`v = noise - x0`.
+`v = noise - x0`. Checkpoints of LightningDiT's own code (time `t = 1 - sigma`, velocity `x0 - noise`) are converted to
+this convention by `diffusers_aligntok.conversion.convert_lightningdit_checkpoint`, with the config options
+`timestep_embedding_input`, `adaln_shift` and `persistent_position_embedding` described in the class docstring.
 """
 
 from typing import Any
@@ -51,6 +53,10 @@ DIT_PRESETS: dict[str, dict[str, Any]] = {
 # Sinusoidal timestep features fed to the timestep MLP (DiT's `frequency_embedding_size`).
 _TIMESTEP_PROJECTION_DIM = 256
 _ROPE_THETA = 10000.0
+# `timestep` runs over [0, _NUM_TRAIN_TIMESTEPS] (the schedulers' `num_train_timesteps`).
+_NUM_TRAIN_TIMESTEPS = 1000.0
+# What the sinusoidal timestep features are computed from (see `timestep_embedding_input` in the class docstring).
+TIMESTEP_EMBEDDING_INPUTS = ("timestep", "flow_time")
 
 
 class LightningDiTAttnProcessor:
@@ -125,17 +131,23 @@ class LightningDiTAttention(nn.Module, AttentionModuleMixin):
 
 
 class LightningDiTBlock(nn.Module):
-    """A LightningDiT block: adaLN-zero around RMSNorm -> attention and RMSNorm -> SwiGLU MLP."""
+    """A LightningDiT block: adaLN-zero around RMSNorm -> attention and RMSNorm -> SwiGLU MLP.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, eps: float):
+    With `adaln_shift=False` the modulation has no shift terms (LightningDiT's `wo_shift=True`): 4 vectors per block
+    (scale and gate of each branch) instead of 6.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, eps: float, adaln_shift: bool = True):
         super().__init__()
+        self.adaln_shift = adaln_shift
         self.norm1 = RMSNorm(dim, eps=eps)
         self.attn = LightningDiTAttention(dim, heads, qk_norm=qk_norm, eps=eps)
         self.norm2 = RMSNorm(dim, eps=eps)
         # SwiGLU has three weight matrices instead of two, so its width is 2/3 of the plain MLP's (LightningDiT).
         self.ff = FeedForward(dim, activation_fn="swiglu", inner_dim=int(2 / 3 * mlp_ratio * dim), bias=True)
         # Shift, scale and gate for the attention and the MLP branches, from the timestep + class embedding.
-        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim, bias=True))
+        num_modulations = 6 if adaln_shift else 4
+        self.adaln_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, num_modulations * dim, bias=True))
 
     def forward(
         self,
@@ -144,13 +156,22 @@ class LightningDiTBlock(nn.Module):
         image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         modulation = self.adaln_modulation(conditioning).unsqueeze(1)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=-1)
+        if self.adaln_shift:
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=-1)
+        else:
+            (scale_msa, gate_msa, scale_mlp, gate_mlp), shift_msa, shift_mlp = modulation.chunk(4, dim=-1), None, None
 
-        norm_hidden_states = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa
+        norm_hidden_states = _modulate(self.norm1(hidden_states), shift_msa, scale_msa)
         hidden_states = hidden_states + gate_msa * self.attn(norm_hidden_states, image_rotary_emb=image_rotary_emb)
 
-        norm_hidden_states = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
+        norm_hidden_states = _modulate(self.norm2(hidden_states), shift_mlp, scale_mlp)
         return hidden_states + gate_mlp * self.ff(norm_hidden_states)
+
+
+def _modulate(hidden_states: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN's `x * (1 + scale) + shift`; without a shift (`adaln_shift=False`) just the scaling."""
+    hidden_states = hidden_states * (1 + scale)
+    return hidden_states if shift is None else hidden_states + shift
 
 
 class LightningDiTLabelEmbedding(LabelEmbedding):
@@ -210,6 +231,22 @@ class LightningDiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, Pe
             2-D rotary position embedding on the patch grid in every attention layer (LightningDiT), on top of the
             fixed sin-cos absolute embedding DiT adds after patchifying.
         norm_eps (`float`, defaults to 1e-6): Epsilon of every RMSNorm (DiT's and LightningDiT's value).
+        timestep_embedding_input (`str`, defaults to `"timestep"`):
+            What the sinusoidal timestep features (256 of them, cosines first, max period 10000, as in DiT) are
+            computed from. `"timestep"`: the `timestep` argument as given (`sigma * 1000`), DiT's and diffusers'
+            practice and what this package trains. `"flow_time"`: the flow time `t = 1 - timestep / 1000` in `[0, 1]`
+            (0 = pure noise) of LightningDiT's and SiT's code, whose timestep MLP was trained on features of `t`;
+            models converted from LightningDiT checkpoints need it. The forward pass takes `sigma * 1000` either way.
+        adaln_shift (`bool`, defaults to `True`):
+            Whether each block's adaLN modulation has shift terms (6 vectors: shift, scale, gate per branch). `False`
+            is LightningDiT's `wo_shift=True` ablation (4 vectors, scale and gate only), for converting such
+            checkpoints; the output layer's modulation keeps its shift either way, as in LightningDiT.
+        persistent_position_embedding (`bool`, defaults to `False`):
+            Store the sin-cos position embedding of the `sample_size` grid in the weights instead of recomputing it
+            at construction. LightningDiT keeps it as a frozen parameter that its EMA update nevertheless averages, so
+            the EMA weights carry a copy that float32 rounding has moved from the exact sin-cos values (by up to about
+            1e-4 over a long run); converted models load that copy to compute exactly what the reference computes.
+            Grids of other sizes still get a freshly computed (interpolated) embedding.
     """
 
     _supports_gradient_checkpointing = True
@@ -233,6 +270,9 @@ class LightningDiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, Pe
         qk_norm: bool = False,
         use_rope: bool = True,
         norm_eps: float = 1e-6,
+        timestep_embedding_input: str = "timestep",
+        adaln_shift: bool = True,
+        persistent_position_embedding: bool = False,
     ):
         super().__init__()
         if hidden_size % num_attention_heads:
@@ -252,6 +292,12 @@ class LightningDiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, Pe
             raise ValueError(f"class_dropout_prob={class_dropout_prob} must lie in [0, 1).")
         if num_classes < 1:
             raise ValueError(f"num_classes={num_classes} must be at least 1.")
+        if timestep_embedding_input not in TIMESTEP_EMBEDDING_INPUTS:
+            raise ValueError(
+                f"timestep_embedding_input={timestep_embedding_input!r} is not one of {TIMESTEP_EMBEDDING_INPUTS}: "
+                "'timestep' embeds sigma * 1000 (this package's models), 'flow_time' embeds 1 - sigma (models "
+                "converted from LightningDiT)."
+            )
 
         self.out_channels = out_channels or in_channels
         self.gradient_checkpointing = False
@@ -265,6 +311,9 @@ class LightningDiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, Pe
             embed_dim=hidden_size,
             bias=True,
         )
+        if persistent_position_embedding:
+            # Same values, but saved and loaded with the weights (re-registering an existing buffer keeps it).
+            self.patch_embed.register_buffer("pos_embed", self.patch_embed.pos_embed, persistent=True)
         # DiT's timestep embedder: cos-first sinusoids of the raw timestep, then a 2-layer SiLU MLP.
         self.time_proj = Timesteps(_TIMESTEP_PROJECTION_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedder = TimestepEmbedding(_TIMESTEP_PROJECTION_DIM, hidden_size)
@@ -276,7 +325,14 @@ class LightningDiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, Pe
 
         self.transformer_blocks = nn.ModuleList(
             [
-                LightningDiTBlock(hidden_size, num_attention_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, eps=norm_eps)
+                LightningDiTBlock(
+                    hidden_size,
+                    num_attention_heads,
+                    mlp_ratio=mlp_ratio,
+                    qk_norm=qk_norm,
+                    eps=norm_eps,
+                    adaln_shift=adaln_shift,
+                )
                 for _ in range(num_layers)
             ]
         )
@@ -394,6 +450,8 @@ class LightningDiTTransformer2DModel(ModelMixin, AttentionMixin, ConfigMixin, Pe
 
         hidden_states = self.patch_embed(hidden_states)
         timestep = timestep.reshape(-1).expand(batch_size)
+        if self.config.timestep_embedding_input == "flow_time":
+            timestep = 1.0 - timestep.float() / _NUM_TRAIN_TIMESTEPS
         time_embedding = self.time_embedder(self.time_proj(timestep).to(hidden_states.dtype))
         class_embedding = self.class_embedder(class_labels, force_drop_ids=force_drop_ids)
         conditioning = time_embedding + class_embedding.to(hidden_states.dtype)

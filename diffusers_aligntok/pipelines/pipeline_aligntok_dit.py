@@ -1,14 +1,21 @@
 """`AlignTokDiTPipeline`: class-conditional ImageNet generation with a LightningDiT on AlignTok latents.
 
 Sampling follows the paper's protocol (arXiv 2509.25162, LightningDiT's recipe): flow-matching ODE from pure noise
-(sigma = 1) to data (sigma = 0) with diffusers' `FlowMatchEulerDiscreteScheduler` (or `FlowMatchHeunDiscreteScheduler`),
-the timestep shift of the scheduler's config, and classifier-free guidance restricted to an interval of noise levels.
+(sigma = 1) to data (sigma = 0) with diffusers' `FlowMatchEulerDiscreteScheduler` (or `FlowMatchHeunDiscreteScheduler`)
+on LightningDiT's time grid, the timestep shift of the scheduler's config, and classifier-free guidance restricted to an
+interval of noise levels (optionally to the first latent channels, as LightningDiT's `forward_with_cfg` does).
+
+Conventions against LightningDiT (hustvl/LightningDiT, MIT): its time runs t: 0 = noise -> 1 = data, ours is diffusers'
+sigma = 1 - t; its model predicts `data - noise`, ours `noise - data` (the transformer sees `timestep = 1000 * sigma`).
+Its `timestep_shift: s` (`t' = s t / (1 + (s - 1) t)`) is the scheduler's `shift = 1 / s`, and its `cfg_interval_start: s`
+is `guidance_interval=(0.0, 1.0 - s)`.
 """
 
 import importlib
 import inspect
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from diffusers.image_processor import VaeImageProcessor
@@ -27,18 +34,47 @@ _PACKAGE = __name__.split(".")[0]
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # Config keys `calculate_shift` needs for resolution-dependent (dynamic) shifting, as FluxPipeline reads them.
 _DYNAMIC_SHIFT_KEYS = ("base_image_seq_len", "max_image_seq_len", "base_shift", "max_shift")
+# A float32 grid point that lies on a guidance-interval edge in exact arithmetic rounds to either side of it; counting
+# such points as inside reproduces LightningDiT's `t >= cfg_interval_start` at its float32 grid points.
+_GUIDANCE_INTERVAL_EDGE_TOLERANCE = 1e-6
 
 
 def classifier_free_guidance(
-    conditional: torch.Tensor, unconditional: torch.Tensor, guidance_scale: float
+    conditional: torch.Tensor,
+    unconditional: torch.Tensor,
+    guidance_scale: float,
+    guidance_channels: int | None = None,
 ) -> torch.Tensor:
-    """`unconditional + guidance_scale * (conditional - unconditional)` on every channel.
+    """`unconditional + guidance_scale * (conditional - unconditional)`, on all channels or on the first `k`.
 
-    DiT and LightningDiT guide only the first 3 latent channels (a leftover of DiT's 4-channel SD-VAE latents, kept
-    there "for exact reproducibility"); on 32-channel AlignTok latents that leaves 29 channels unguided. We guide all
-    channels, so the best guidance scale differs from the scales those repositories report.
+    `guidance_channels=None` (the default, and standard classifier-free guidance) guides every channel.
+    `guidance_channels=k` guides channels `[0, k)` only and leaves the others at the conditional prediction: exactly
+    what DiT's and LightningDiT's `forward_with_cfg` do with `k = 3` (a leftover of DiT's 4-channel SD-VAE latents, kept
+    there "for exact reproducibility"; on 32-channel AlignTok latents it leaves 29 channels unguided). LightningDiT's
+    published guidance scales were tuned for `k = 3`; guiding all channels needs a smaller scale.
     """
-    return unconditional + guidance_scale * (conditional - unconditional)
+    guided = unconditional + guidance_scale * (conditional - unconditional)
+    if guidance_channels is None:
+        return guided
+    channels = conditional.shape[1]
+    if not (isinstance(guidance_channels, int) and not isinstance(guidance_channels, bool)
+            and 1 <= guidance_channels <= channels):
+        raise ValueError(
+            f"guidance_channels={guidance_channels!r} must be None (all channels) or an integer in [1, {channels}] "
+            f"(the prediction has {channels} channels)."
+        )
+    # The unguided channels take the conditional prediction, as `forward_with_cfg` keeps `rest` of the conditional half.
+    return torch.cat([guided[:, :guidance_channels], conditional[:, guidance_channels:]], dim=1)
+
+
+def lightningdit_sigmas(num_inference_steps: int) -> np.ndarray:
+    """The unshifted noise levels of LightningDiT's Euler grid with `num_inference_steps` steps, without the final 0.
+
+    LightningDiT (`transport/integrators.py`, `ode`) integrates on `t = linspace(0, 1, N)`: `N` points, `N - 1` Euler
+    steps, ending exactly at t = 1 (clean data; a velocity model on the linear path uses no `sample_eps`). In sigma that
+    is `linspace(1, 0, n + 1)` for `n = N - 1` steps; the scheduler shifts these `n` values and appends the final 0.
+    """
+    return np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
 
 
 class AlignTokDiTPipeline(DiffusionPipeline):
@@ -54,7 +90,9 @@ class AlignTokDiTPipeline(DiffusionPipeline):
             `latents_mean`/`latents_std` (`z * std / scaling_factor + mean`) or `z / scaling_factor + shift_factor`.
         scheduler ([`~diffusers.FlowMatchEulerDiscreteScheduler`] or [`~diffusers.FlowMatchHeunDiscreteScheduler`]):
             A flow-matching scheduler (Euler is the paper's sampler); its config's `shift` is the timestep shift, or
-            with `use_dynamic_shifting` the pipeline computes `mu` from the token count as FluxPipeline does.
+            with `use_dynamic_shifting` the pipeline computes `mu` from the token count as FluxPipeline does. A
+            scheduler whose `set_timesteps` takes `sigmas` (Euler) steps through LightningDiT's grid (see `__call__`);
+            one that does not (Heun) uses its own.
     """
 
     model_cpu_offload_seq = "transformer->vae"
@@ -152,6 +190,7 @@ class AlignTokDiTPipeline(DiffusionPipeline):
         width: int,
         latents: torch.Tensor | None,
         guidance_interval: Sequence[float],
+        guidance_channels: int | None,
         num_inference_steps: int,
         output_type: str,
     ) -> None:
@@ -193,6 +232,16 @@ class AlignTokDiTPipeline(DiffusionPipeline):
                 f"guidance_interval={tuple(guidance_interval)} must satisfy 0 <= low <= high <= 1 (noise levels sigma, "
                 "1 = pure noise)."
             )
+        channels = transformer_config.in_channels
+        if guidance_channels is not None and (
+            not isinstance(guidance_channels, int)
+            or isinstance(guidance_channels, bool)
+            or not 1 <= guidance_channels <= channels
+        ):
+            raise ValueError(
+                f"guidance_channels={guidance_channels!r} must be None (guide all {channels} latent channels) or an "
+                f"integer in [1, {channels}] (guide the first k; LightningDiT's published setting is 3)."
+            )
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
         if output_type not in _OUTPUT_TYPES:
@@ -213,6 +262,10 @@ class AlignTokDiTPipeline(DiffusionPipeline):
                     f"{type(self.scheduler).__name__} has use_dynamic_shifting=True but its set_timesteps takes no "
                     "`mu`; use a fixed `shift` instead."
                 )
+        if "sigmas" in inspect.signature(self.scheduler.set_timesteps).parameters:
+            # LightningDiT's grid, uniform in sigma down to exactly 0. diffusers' own grid instead spaces the timesteps
+            # down to its sigma_min (about 1 / num_train_timesteps, shifted twice) and then jumps to 0.
+            kwargs["sigmas"] = lightningdit_sigmas(num_inference_steps)
         self.scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
         return self.scheduler.timesteps
 
@@ -259,6 +312,7 @@ class AlignTokDiTPipeline(DiffusionPipeline):
         class_labels: int | list[int] | torch.Tensor,
         guidance_scale: float = 1.0,
         guidance_interval: tuple[float, float] = (0.0, 1.0),
+        guidance_channels: int | None = None,
         num_inference_steps: int = 50,
         height: int | None = None,
         width: int | None = None,
@@ -273,17 +327,27 @@ class AlignTokDiTPipeline(DiffusionPipeline):
         Args:
             class_labels (`int`, `list[int]` or `torch.Tensor`): Class ids in `[0, num_classes)`, one per image.
             guidance_scale (`float`, defaults to 1.0):
-                Classifier-free guidance scale `w` in `uncond + w * (cond - uncond)`, applied to all latent channels.
-                1.0 disables guidance (and skips the unconditional pass); 0.0 samples unconditionally.
+                Classifier-free guidance scale `w` in `uncond + w * (cond - uncond)`, applied to the channels
+                `guidance_channels` selects. 1.0 disables guidance (and skips the unconditional pass); 0.0 samples
+                unconditionally. (LightningDiT samples without guidance whenever its `cfg_scale <= 1`.)
             guidance_interval (`tuple[float, float]`, defaults to `(0.0, 1.0)`):
                 Noise levels `(low, high)` between which guidance is applied: at each model evaluation, with
                 `sigma = timestep / num_train_timesteps` (1 = pure noise, 0 = clean), guidance is on when
                 `low <= sigma <= high`; elsewhere the conditional prediction is used alone. The default guides
                 everywhere. Guidance at the noisiest levels costs diversity (Kynkaanniemi et al., 2024, "Applying
                 guidance in a limited interval"); LightningDiT's `cfg_interval_start=s` (its time runs from 0 = noise
-                to 1 = data) corresponds to `(0.0, 1.0 - s)`.
+                to 1 = data, and it guides when `t >= s`) corresponds to `(0.0, 1.0 - s)`.
+            guidance_channels (`int`, *optional*):
+                `None` (the default) guides every latent channel, the standard form. `k` guides only channels
+                `[0, k)`, the others taking the conditional prediction: LightningDiT's `forward_with_cfg` with `k = 3`,
+                the setting its published FIDs (and guidance scales, e.g. 10.0 at 64 epochs) were measured with.
             num_inference_steps (`int`, defaults to 50):
-                Scheduler steps; any count >= 1. Heun makes two model evaluations per step but the last.
+                Euler (or Heun) steps `n`; any count >= 1. With a scheduler that accepts `sigmas` (Euler) the steps run
+                through LightningDiT's grid: the unshifted noise levels `1, 1 - 1/n, ..., 1/n`, shifted by the
+                scheduler, then a last step to exactly 0, i.e. `n` model evaluations on `n + 1` grid points. LightningDiT
+                counts grid points instead: its `num_sampling_steps=N` (`linspace(0, 1, N)` in its time, ending exactly
+                at t = 1) is `num_inference_steps=N - 1` here, so its published 250 is 249. Heun keeps diffusers' own
+                grid and makes two model evaluations per step but the last.
             height (`int`, *optional*): Image height in pixels; defaults to the transformer's `sample_size` times the
                 VAE factor (256 for the paper's models). A multiple of the VAE factor times the patch size.
             width (`int`, *optional*): Image width, as `height`.
@@ -306,7 +370,9 @@ class AlignTokDiTPipeline(DiffusionPipeline):
             width = width or latents.shape[-1] * self.vae_scale_factor
         default_size = self.transformer.config.sample_size * self.vae_scale_factor
         height, width = height or default_size, width or default_size
-        self._check_inputs(batch_size, height, width, latents, guidance_interval, num_inference_steps, output_type)
+        self._check_inputs(
+            batch_size, height, width, latents, guidance_interval, guidance_channels, num_inference_steps, output_type
+        )
 
         device = self._execution_device
         dtype = self.transformer.dtype
@@ -334,7 +400,10 @@ class AlignTokDiTPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for timestep in timesteps:
                 sigma = float(timestep) / num_train_timesteps
-                guide_now = use_guidance and guidance_low <= sigma <= guidance_high
+                # Closed interval: LightningDiT guides when t >= cfg_interval_start, i.e. sigma <= 1 - start.
+                guide_now = use_guidance and (
+                    guidance_low - _GUIDANCE_INTERVAL_EDGE_TOLERANCE <= sigma <= guidance_high + _GUIDANCE_INTERVAL_EDGE_TOLERANCE
+                )
                 if guide_now:
                     # Conditional and unconditional halves in one batched forward pass.
                     model_input = torch.cat([latents, latents])
@@ -346,7 +415,7 @@ class AlignTokDiTPipeline(DiffusionPipeline):
                 )[0]
                 if guide_now:
                     conditional, unconditional = velocity.chunk(2)
-                    velocity = classifier_free_guidance(conditional, unconditional, guidance_scale)
+                    velocity = classifier_free_guidance(conditional, unconditional, guidance_scale, guidance_channels)
                 latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
                 progress_bar.update()
 

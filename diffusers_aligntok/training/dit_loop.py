@@ -58,6 +58,17 @@ def load_validation_tokenizer(config: DiTConfig, dataset: CachedLatentDataset) -
     return tokenizer
 
 
+def check_guidance_channels(config: DiTConfig, transformer: LightningDiTTransformer2DModel) -> None:
+    """Refuses `validation.guidance_channels` beyond the cache's latent channels before any step, not at the first
+    validation grid."""
+    channels, guided = transformer.config.in_channels, config.validation.guidance_channels
+    if guided is not None and guided > channels:
+        raise ValueError(
+            f"validation.guidance_channels={guided} but the latent cache has {channels} channels; use null (all "
+            f"channels) or a value in [1, {channels}]."
+        )
+
+
 def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
     training, optimizer_config = config.training, config.optimizer
     output_dir = Path(output_dir)
@@ -67,6 +78,7 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
     dataset = CachedLatentDataset(config.data.cache_dir, random_flip=config.data.random_flip, seed=training.seed)
     # Built right after set_seed, so its initialisation does not depend on whether a tokenizer is loaded.
     transformer = build_transformer(config, dataset)
+    check_guidance_channels(config, transformer)
     tokenizer = load_validation_tokenizer(config, dataset)
     if training.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -148,7 +160,10 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
         batches = accelerator.skip_first_batches(dataloader, batches_to_skip) if epoch == first_epoch and batches_to_skip else dataloader
         for batch in batches:
             with accelerator.accumulate(transformer):
-                loss, logs = flow_matching_loss(transformer, batch["latents"], batch["label"], config.flow, global_batch)
+                # `global_step` (optimiser steps done) switches the sigma density at flow.logit_normal_until_step.
+                loss, logs = flow_matching_loss(
+                    transformer, batch["latents"], batch["label"], config.flow, global_batch, global_step
+                )
                 raise_if_not_finite(accelerator, logs, global_step)
                 backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, optimizer_config.max_grad_norm)
             if not accelerator.sync_gradients:
@@ -210,6 +225,7 @@ def _ema_copy(transformer: LightningDiTTransformer2DModel, ema: EMAModel | None)
 def _pipeline(transformer, tokenizer, config: DiTConfig):
     from ..pipelines import AlignTokDiTPipeline
 
+    # The saved pipeline samples with the config's shift (LightningDiT's timestep_shift 0.3 is shift 1 / 0.3 here).
     scheduler = FlowMatchEulerDiscreteScheduler(shift=config.validation.sampling_shift)
     return AlignTokDiTPipeline(transformer=transformer.float(), vae=tokenizer, scheduler=scheduler)
 
@@ -221,6 +237,7 @@ def _save_sample_grid(pipeline, config: DiTConfig, path: Path) -> None:
         class_labels=list(validation.class_labels),
         guidance_scale=validation.guidance_scale,
         guidance_interval=tuple(validation.guidance_interval),
+        guidance_channels=validation.guidance_channels,
         num_inference_steps=validation.num_inference_steps,
         generator=torch.Generator().manual_seed(validation.seed),
         output_type="pt",

@@ -117,6 +117,32 @@ def test_injected_network_sees_clean_fid_inputs():
     assert features.shape == (2, 3) and extractor.describe()["name"] == "my-local-inception"
 
 
+@pytest.mark.parametrize("mode", ["clean", "legacy_tensorflow"])
+def test_both_inception_modes_feed_the_network_what_clean_fid_feeds_it(mode, tmp_path):
+    """Our preprocessing in each mode equals `cleanfid.fid.get_folder_features(mode=...)` on the same images as PNGs,
+    with the same network (a stand-in that, like the torchscript Inception, resizes inside when it must)."""
+    from cleanfid import fid as cleanfid_fid
+    from PIL import Image
+
+    from diffusers_aligntok.evaluation import RandomInceptionStandIn
+
+    pixels = np.random.default_rng(5).integers(0, 256, (4, 20, 24, 3), dtype=np.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"{index:02d}.png")
+    network = RandomInceptionStandIn(resize_inside=True)
+    theirs = cleanfid_fid.get_folder_features(str(tmp_path), model=network, num_workers=0, batch_size=4,
+                                              device=torch.device("cpu"), mode=mode, verbose=False)
+    extractor = build_fid_feature_extractor("local-inception", network=network, inception_mode=mode)
+    ours = extractor(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert extractor.describe()["inception_mode"] == mode and mode in extractor.describe()["protocol"]
+
+
+def test_unknown_inception_mode_names_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown inception_mode 'legacy_pytorch'; choose 'clean' .*'legacy_tensorflow'"):
+        build_fid_feature_extractor("random-inception-standin", inception_mode="legacy_pytorch")
+
+
 def test_unknown_feature_extractor_names_the_choices():
     with pytest.raises(ValueError, match="random-inception-standin"):
         build_fid_feature_extractor("inception-v4")

@@ -1,5 +1,6 @@
-"""`AlignTokDiTPipeline`: classifier-free guidance (all channels, interval), Euler and Heun with any step count, who
-denormalises the latents, output types and sizes, save/load through `model_index.json`, determinism, bad input.
+"""`AlignTokDiTPipeline`: classifier-free guidance (all channels or the first k, interval), Euler and Heun with any step
+count, LightningDiT's time grid, shift and guidance against its code, who denormalises the latents, output types and
+sizes, save/load through `model_index.json`, determinism, bad input.
 
 Components are tiny and offline: the "tiny" AlignTok tokenizer (f4, 8 latent channels) and a 2-layer DiT on its 8x8
 latents of 32x32 images. The DiT's zero-initialised layers get random values (a fresh DiT predicts exactly 0, which
@@ -113,8 +114,8 @@ def initial_noise(batch_size=2, height=32, width=32, seed=0):
 
 
 def reference_euler_sampling(transformer, noise, labels, guidance_scale, num_steps):
-    """The sampler written out: Euler from sigma = 1 to 0 on the velocity, guidance on every channel."""
-    sigmas = torch.linspace(1.0, 1.0 / 1000, num_steps).tolist() + [0.0]
+    """The sampler written out: Euler from sigma = 1 to 0 on a uniform grid (no shift), guidance on every channel."""
+    sigmas = torch.linspace(1.0, 0.0, num_steps + 1).tolist()
     labels = torch.tensor(labels)
     null = torch.full_like(labels, NUM_CLASSES)
     latents = noise.clone()
@@ -166,13 +167,13 @@ def test_guidance_batches_conditional_and_null_class_and_guides_every_channel(pi
 
 
 def test_guidance_applies_only_while_sigma_is_inside_the_interval(pipe):
-    # Euler with 3 steps evaluates at sigma = 1, 0.5005, 0.001.
+    # Euler with 3 steps evaluates at sigma = 1, 2/3, 1/3.
     with record_transformer_calls(pipe) as calls:
         pipe(**call_kwargs(guidance_scale=4.0, guidance_interval=(0.4, 1.0)))
-    assert [(batch, round(t)) for batch, t, _ in calls] == [(4, 1000), (4, 501), (2, 1)]
+    assert [(batch, round(t)) for batch, t, _ in calls] == [(4, 1000), (4, 667), (2, 333)]
 
     with record_transformer_calls(pipe) as calls:
-        outside = pipe(**call_kwargs(guidance_scale=4.0, guidance_interval=(0.6, 0.9))).images
+        outside = pipe(**call_kwargs(guidance_scale=4.0, guidance_interval=(0.7, 0.9))).images
     assert [batch for batch, _, _ in calls] == [2, 2, 2]
     torch.testing.assert_close(outside, pipe(**call_kwargs(guidance_scale=1.0)).images, rtol=0, atol=0)
 
@@ -205,8 +206,8 @@ def test_the_timestep_shift_comes_from_the_scheduler_config():
     pipe = build_pipe(scheduler=scheduler)
     with record_transformer_calls(pipe) as calls:
         pipe(**call_kwargs(num_inference_steps=3))
-    # diffusers spaces the unshifted sigmas down to its (already shifted) sigma_min, then shifts them.
-    sigmas = torch.linspace(1.0, scheduler.sigma_min, 3)
+    # The pipeline hands the scheduler the uniform grid 1, 2/3, 1/3 (LightningDiT's); the scheduler shifts it.
+    sigmas = torch.linspace(1.0, 0.0, 4)[:-1]
     shifted = shift * sigmas / (1 + (shift - 1) * sigmas)
     torch.testing.assert_close(torch.tensor([t for _, t, _ in calls]), shifted * 1000)
 
@@ -216,9 +217,188 @@ def test_dynamic_shifting_gets_mu_from_the_token_count():
     pipe = build_pipe(scheduler=scheduler)
     with record_transformer_calls(pipe) as calls:
         pipe(**call_kwargs(num_inference_steps=3))  # 8x8 latents, patch 1: 64 tokens -> mu = base_shift
-    sigmas = torch.linspace(1.0, 0.001, 3)
+    sigmas = torch.linspace(1.0, 0.0, 4)[:-1]
     shifted = np.exp(0.7) / (np.exp(0.7) + (1 / sigmas - 1))
     torch.testing.assert_close(torch.tensor([t for _, t, _ in calls]), shifted * 1000)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Against LightningDiT (hustvl/LightningDiT, MIT): its formulas transcribed, mapped to our convention
+# (its t = 1 - sigma; its model predicts data - noise = minus our velocity; its null class is num_classes).
+# ---------------------------------------------------------------------------------------------------------------
+
+LIGHTNINGDIT_TIMESTEP_SHIFT = 0.3  # configs/reproductions/lightningdit_xl_vavae_f16d32_{64,800}ep_cfg.yaml
+
+
+def lightningdit_time_grid(num_sampling_steps: int, timestep_shift: float) -> torch.Tensor:
+    """transport/integrators.py, `ode.__init__`: the t grid its Euler ODE (torchdiffeq, fixed grid) steps through.
+
+    t0 = 0, t1 = 1: `Transport.check_interval` adds no eps for a velocity model on the linear path with an ODE.
+    """
+    t = torch.linspace(0, 1, num_sampling_steps)
+    if timestep_shift > 0:
+        def compute_tm(t_n, timestep_shift):
+            numerator = timestep_shift * t_n
+            denominator = 1 + (timestep_shift - 1) * t_n
+            return numerator / denominator
+        t = torch.tensor([compute_tm(t_n, timestep_shift) for t_n in t])
+    return t
+
+
+def lightningdit_forward_with_cfg(forward, x, t, y, cfg_scale, cfg_interval=None, cfg_interval_start=None,
+                                  guided_channels=3):
+    """models/lightningdit.py, `LightningDiT.forward_with_cfg`. `guided_channels=3` is its code; `None` is the
+    commented-out standard form it mentions (`model_out[:, :self.in_channels]`)."""
+    half = x[: len(x) // 2]
+    combined = torch.cat([half, half], dim=0)
+    model_out = forward(combined, t, y)
+    eps, rest = model_out[:, :guided_channels], model_out[:, guided_channels:]
+    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+    if cfg_interval is True:
+        timestep = t[0]
+        if timestep < cfg_interval_start:
+            half_eps = cond_eps
+    eps = torch.cat([half_eps, half_eps], dim=0)
+    return torch.cat([eps, rest], dim=1)
+
+
+def lightningdit_euler_cfg_sample(forward, z, y, cfg_scale, cfg_interval_start, num_sampling_steps, guided_channels):
+    """inference.py (`do_sample`, CFG branch) + torchdiffeq's fixed-grid Euler on the grid above: N points, N - 1
+    steps, the drift evaluated at each step's start; the null-class half is dropped at the end."""
+    t = lightningdit_time_grid(num_sampling_steps, LIGHTNINGDIT_TIMESTEP_SHIFT)
+    x = torch.cat([z, z], 0)
+    y = torch.cat([y, torch.full_like(y, NUM_CLASSES)], 0)
+    for t_cur, t_next in zip(t[:-1], t[1:]):
+        drift = lightningdit_forward_with_cfg(forward, x, torch.ones(x.size(0)) * t_cur, y, cfg_scale, True,
+                                              cfg_interval_start, guided_channels)
+        x = x + (t_next - t_cur) * drift
+    return x.chunk(2, dim=0)[0]
+
+
+def as_lightningdit_model(transformer):
+    """Our transformer in LightningDiT's convention: time t = 1 - sigma, output data - noise."""
+    return lambda x, t, y: -transformer(x, 1000 * (1 - t), y).sample
+
+
+@contextlib.contextmanager
+def record_scheduler_steps(scheduler):
+    """Yields a list that gets (timestep, sample, velocity) of every `scheduler.step` inside the block."""
+    steps = []
+    original = scheduler.step
+
+    def step(model_output, timestep, sample, *args, **kwargs):
+        steps.append((float(timestep), sample.clone(), model_output.clone()))
+        return original(model_output, timestep, sample, *args, **kwargs)
+
+    scheduler.step = step
+    try:
+        yield steps
+    finally:
+        del scheduler.step
+
+
+def test_lightningdits_shift_of_its_time_is_diffusers_shift_of_the_inverse_in_sigma():
+    # 1 - s t / (1 + (s - 1) t) with t = 1 - sigma is (1 - t) / (s + (1 - s) sigma) = (sigma / s) / (1 + (1/s - 1) sigma).
+    sigma = torch.linspace(0, 1, 10001, dtype=torch.float64)
+    s = LIGHTNINGDIT_TIMESTEP_SHIFT
+    theirs = 1 - s * (1 - sigma) / (1 + (s - 1) * (1 - sigma))
+    shift = 1 / s
+    ours = shift * sigma / (1 + (shift - 1) * sigma)  # FlowMatchEulerDiscreteScheduler.set_timesteps
+    assert float((theirs - ours).abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("num_sampling_steps", [250, 30])
+def test_euler_grid_is_lightningdits_shifted_time_grid(num_sampling_steps):
+    pipe = build_pipe(scheduler=FlowMatchEulerDiscreteScheduler(shift=1 / LIGHTNINGDIT_TIMESTEP_SHIFT))
+    # LightningDiT's num_sampling_steps counts grid points: N points are N - 1 Euler steps.
+    with record_transformer_calls(pipe) as calls:
+        pipe(**call_kwargs(num_inference_steps=num_sampling_steps - 1, guidance_scale=2.0))
+    expected_sigmas = 1 - lightningdit_time_grid(num_sampling_steps, LIGHTNINGDIT_TIMESTEP_SHIFT)
+    stepped = pipe.scheduler.sigmas  # what the scheduler stepped through, the final 0 included
+    assert stepped.shape == expected_sigmas.shape
+    # Measured: 1.5e-7 at 250 and 1.2e-7 at 30 (float32 rounding of two ways to compute the same numbers).
+    assert float((stepped - expected_sigmas).abs().max()) < 1e-6
+    assert stepped[-1] == 0.0 and expected_sigmas[-1] == 0.0  # both end exactly at clean data
+    seen = torch.tensor([timestep for _, timestep, _ in calls])
+    assert float((seen / 1000 - expected_sigmas[:-1]).abs().max()) < 1e-6
+    # diffusers' own grid (timesteps spaced down to its sigma_min, shifted, then 0) would not (measured: 2.3e-3 at
+    # 250, 9.5e-2 at 30).
+    default = FlowMatchEulerDiscreteScheduler(shift=1 / LIGHTNINGDIT_TIMESTEP_SHIFT)
+    default.set_timesteps(num_sampling_steps - 1)
+    assert float((default.sigmas - expected_sigmas).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("guidance_channels", [3, None], ids=["first-3", "all"])
+@pytest.mark.parametrize("cfg_scale, cfg_interval_start", [(10.0, 0.10), (6.7, 0.125)], ids=["64ep", "800ep"])
+def test_guided_velocity_is_lightningdits_forward_with_cfg(guidance_channels, cfg_scale, cfg_interval_start):
+    pipe = build_pipe(scheduler=FlowMatchEulerDiscreteScheduler(shift=1 / LIGHTNINGDIT_TIMESTEP_SHIFT))
+    num_sampling_steps = 30
+    labels = torch.randint(0, NUM_CLASSES, (3,), generator=torch.Generator().manual_seed(1))
+    with record_scheduler_steps(pipe.scheduler) as steps:
+        pipe(**call_kwargs(class_labels=labels, num_inference_steps=num_sampling_steps - 1, guidance_scale=cfg_scale,
+                           guidance_interval=(0.0, 1.0 - cfg_interval_start), guidance_channels=guidance_channels))
+    t_grid = lightningdit_time_grid(num_sampling_steps, LIGHTNINGDIT_TIMESTEP_SHIFT)
+    forward = as_lightningdit_model(pipe.transformer)
+    assert len(steps) == num_sampling_steps - 1
+    differences, guided_steps = [], 0
+    with torch.no_grad():
+        for (timestep, sample, velocity), t_of_grid in zip(steps, t_grid[:-1]):
+            # The reference sees the time our model saw (the grids agree to 1e-7, checked above; at CFG 10 that
+            # rounding alone would move the velocity by 2e-5), and decides the interval on the same side as on its grid.
+            t_seen = torch.tensor(1 - timestep / 1000, dtype=torch.float64)
+            assert bool(t_seen >= cfg_interval_start) == bool(t_of_grid >= cfg_interval_start)
+            y = torch.cat([labels, torch.full_like(labels, NUM_CLASSES)])
+            reference = lightningdit_forward_with_cfg(
+                forward, torch.cat([sample, sample]), torch.ones(len(y), dtype=torch.float64) * t_seen, y, cfg_scale,
+                True, cfg_interval_start,
+                guided_channels=guidance_channels if guidance_channels is not None else LATENT_CHANNELS,
+            )
+            differences.append(float((velocity - -reference.chunk(2)[0]).abs().max()))
+            guided_steps += bool(t_seen >= cfg_interval_start)
+    # Measured: 0 where guided (one batched pass on both sides), 1.6e-6 where not (we run the conditional half alone,
+    # it runs both halves and keeps the conditional one: batch-size rounding of the matmuls).
+    assert max(differences) < 1e-5, differences
+    assert 0 < guided_steps < len(steps)  # the interval boundary is crossed
+
+
+@pytest.mark.parametrize("guidance_channels", [3, None], ids=["first-3", "all"])
+@pytest.mark.parametrize("cfg_scale, cfg_interval_start", [(10.0, 0.10), (6.7, 0.125)], ids=["64ep", "800ep"])
+def test_sampling_is_lightningdits_euler_sampler_with_cfg(guidance_channels, cfg_scale, cfg_interval_start):
+    """The whole sampler against LightningDiT's (its reproduction settings at 30 grid points), from the same noise."""
+    pipe = build_pipe(scheduler=FlowMatchEulerDiscreteScheduler(shift=1 / LIGHTNINGDIT_TIMESTEP_SHIFT))
+    labels = torch.tensor([1, 7, 4])
+    noise = initial_noise(batch_size=3, seed=3)
+    sampling = {"class_labels": labels, "latents": noise, "generator": None, "num_inference_steps": 29,
+                "guidance_scale": cfg_scale, "guidance_interval": (0.0, 1.0 - cfg_interval_start)}
+    ours = pipe(**call_kwargs(**sampling, guidance_channels=guidance_channels)).images
+    with torch.no_grad():
+        theirs = lightningdit_euler_cfg_sample(
+            as_lightningdit_model(pipe.transformer), noise, labels, cfg_scale, cfg_interval_start, 30,
+            guided_channels=guidance_channels if guidance_channels is not None else LATENT_CHANNELS,
+        )
+    # Measured: at most 5.2e-6 on latents of magnitude ~7 (the 1e-7 grid rounding, amplified by the guidance scale).
+    assert float((ours - theirs).abs().max()) < 2e-5
+    unguided_rest = pipe(**call_kwargs(**sampling, guidance_channels=None)).images
+    if guidance_channels == 3:  # guiding 3 channels is not guiding all 8
+        assert float((ours - unguided_rest).abs().max()) > 1e-2
+
+
+def test_guidance_channels_guide_the_first_k_and_keep_the_conditional_rest():
+    conditional, unconditional = torch.randn(2, 2, LATENT_CHANNELS, 4, 4).unbind(0)
+    guided = classifier_free_guidance(conditional, unconditional, 4.0, guidance_channels=3)
+    torch.testing.assert_close(guided[:, :3], unconditional[:, :3] + 4.0 * (conditional - unconditional)[:, :3])
+    torch.testing.assert_close(guided[:, 3:], conditional[:, 3:], rtol=0, atol=0)
+    torch.testing.assert_close(classifier_free_guidance(conditional, unconditional, 4.0, LATENT_CHANNELS),
+                               classifier_free_guidance(conditional, unconditional, 4.0))
+    with pytest.raises(ValueError, match=r"guidance_channels=9 .*\[1, 8\]"):
+        classifier_free_guidance(conditional, unconditional, 4.0, guidance_channels=9)
+
+
+@pytest.mark.parametrize("guidance_channels", [0, 9, 2.5, True])
+def test_bad_guidance_channels_are_rejected_naming_the_range(pipe, guidance_channels):
+    with pytest.raises(ValueError, match=rf"guidance_channels={guidance_channels!r} .*\[1, 8\]"):
+        pipe(**call_kwargs(guidance_scale=2.0, guidance_channels=guidance_channels))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -170,3 +170,83 @@ def test_two_ranks_train_exactly_what_one_process_trains_on_the_global_batch(cac
     checkpoints = list_checkpoints(tmp_path / "two" / "checkpoints")
     assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-2", "checkpoint-4"]
     assert_fingerprints_match_one_process(tmp_path / "two" / "checkpoints", tmp_path / "one" / "checkpoints", "transformer")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LightningDiT's sampling settings and 800-epoch schedule in the reproduction configs, through the loop
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def lightningdit_sigma_grid(num_sampling_steps: int, timestep_shift: float) -> torch.Tensor:
+    """1 - t of LightningDiT's Euler ODE grid: transport/integrators.py, `ode.__init__` (t0 = 0, t1 = 1)."""
+    t = torch.linspace(0, 1, num_sampling_steps)
+    t = torch.tensor([timestep_shift * t_n / (1 + (timestep_shift - 1) * t_n) for t_n in t])
+    return 1 - t
+
+
+# LightningDiT's configs/reproductions/lightningdit_xl_vavae_f16d32_{64,800}ep_cfg.yaml, `sample:` section.
+LIGHTNINGDIT_SAMPLE = {
+    "64ep": {"num_sampling_steps": 250, "cfg_scale": 10.0, "cfg_interval_start": 0.10, "timestep_shift": 0.3},
+    "800ep": {"num_sampling_steps": 250, "cfg_scale": 6.7, "cfg_interval_start": 0.125, "timestep_shift": 0.3},
+}
+
+
+@pytest.mark.parametrize("run", ["64ep", "800ep"])
+def test_reproduction_configs_sample_as_lightningdit_and_the_saved_pipeline_gets_its_shift(run, tmp_path):
+    from diffusers_aligntok import LightningDiTTransformer2DModel
+    from diffusers_aligntok.training import dit_loop
+    from diffusers_aligntok.training.dit_config import load_dit_config
+
+    config = load_dit_config(REPO_ROOT / "training" / "configs" / f"dit_xl_imagenet_{run}.yaml")
+    reference, validation = LIGHTNINGDIT_SAMPLE[run], config.validation
+    assert validation.num_inference_steps == reference["num_sampling_steps"] - 1  # N grid points = N - 1 steps
+    assert validation.guidance_scale == reference["cfg_scale"]
+    assert validation.guidance_interval == [0.0, 1.0 - reference["cfg_interval_start"]]
+    assert validation.guidance_channels == 3  # forward_with_cfg's published setting; the pipeline default is all
+    assert abs(validation.sampling_shift - 1 / reference["timestep_shift"]) < 1e-12
+    assert config.flow.logit_normal_until_step == (600_000 if run == "800ep" else None)
+
+    torch.manual_seed(0)
+    transformer = LightningDiTTransformer2DModel.from_preset("tiny", in_channels=8, sample_size=8, num_classes=1000)
+    pipeline = dit_loop._pipeline(transformer, AlignedAutoencoderKL.from_preset("tiny").eval(), config)
+    pipeline.set_progress_bar_config(disable=True)
+    assert abs(pipeline.scheduler.config.shift - 1 / reference["timestep_shift"]) < 1e-12
+    pipeline.save_pretrained(tmp_path / "pipeline")
+    from diffusers import DiffusionPipeline
+
+    assert DiffusionPipeline.from_pretrained(tmp_path / "pipeline").scheduler.config.shift == validation.sampling_shift
+    # The validation grid (every validation setting, guidance_channels included) steps through LightningDiT's grid.
+    dit_loop._save_sample_grid(pipeline, config, tmp_path / "grid.png")
+    expected = lightningdit_sigma_grid(reference["num_sampling_steps"], reference["timestep_shift"])
+    assert float((pipeline.scheduler.sigmas - expected).abs().max()) < 1e-6  # measured: 1.5e-7
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_the_loop_switches_the_sigma_density_at_logit_normal_until_step(cache_dir, tmp_path, monkeypatch):
+    from diffusers_aligntok.training import dit_loop
+    from diffusers_aligntok.training.flow_matching import timestep_sampling_at
+
+    seen = []
+    original = dit_loop.flow_matching_loss
+
+    def recording_loss(model, latents, labels, flow, global_batch, global_step):
+        seen.append((global_step, timestep_sampling_at(flow, global_step)))
+        return original(model, latents, labels, flow, global_batch, global_step)
+
+    monkeypatch.setattr(dit_loop, "flow_matching_loss", recording_loss)
+    path = _dit_config(tmp_path, cache_dir, None)
+    raw = yaml.safe_load(path.read_text())
+    raw["flow"]["logit_normal_until_step"] = 2
+    path.write_text(yaml.safe_dump(raw))
+    train_dit.main(["--config", str(path), "--output_dir", str(tmp_path / "run")])
+    assert seen == [(0, "logit_normal"), (1, "logit_normal"), (2, "uniform"), (3, "uniform")]
+
+
+def test_guidance_channels_beyond_the_cache_are_refused_before_training(cache_dir, tmp_path):
+    path = _dit_config(tmp_path, cache_dir, None)
+    raw = yaml.safe_load(path.read_text())
+    raw["validation"]["guidance_channels"] = 9
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"guidance_channels=9 but the latent cache has 8 channels"):
+        train_dit.main(["--config", str(path), "--output_dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run" / "checkpoints").exists()
