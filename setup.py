@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     "numpy",
     "pillow",
+    "jinja2",  # model-card templates (huggingface_hub's ModelCard.from_template renders with it)
 ]
 EXTRAS = {
     # Everything `training/` needs: data loading, LoRA, the perceptual loss, logging.
@@ -30,6 +31,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["diffusers_aligntok", "diffusers_aligntok.*"]),
+    # Files the library reads at run time ship inside the package, so a wheel install has them.
+    package_data={"diffusers_aligntok.hub": ["templates/*.md"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
@@ -37,6 +40,7 @@ setup(
         "console_scripts": [
             "aligntok-demo=diffusers_aligntok.demo:main",
             "aligntok-convert-lightningdit=diffusers_aligntok.conversion.lightningdit_cli:main",
+            "aligntok-push=diffusers_aligntok.hub.cli:main",
         ]
     },
     classifiers=[

@@ -184,17 +184,9 @@ def save_class_grid(pipeline_dir: Path, path: Path, samples_per_class: int, guid
 
 
 def _write_config(template: Path, destination: Path, updates: dict[str, Any]) -> Path:
-    raw = yaml.safe_load(template.read_text())
-    for dotted, value in updates.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            # YAML reads `stages: {1: ...}` with integer keys; address them as such.
-            key = int(key) if key.isdigit() and int(key) in node else key
-            if node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-        node[leaf] = value
+    from .training.config import apply_dotted_overrides
+
+    raw = apply_dotted_overrides(yaml.safe_load(template.read_text()), updates, str(template))
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_text(yaml.safe_dump(raw, sort_keys=False))
     return destination

@@ -28,7 +28,7 @@ from diffusers_aligntok import AlignedAutoencoderKL, AlignTokFluxPipeline  # imp
 from diffusers_aligntok.pipelines import latent_patch_size
 
 
-def parse_args():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--pretrained_model", help="Flux pipeline for text encoders, tokenizers, scheduler. Default: tiny, offline.")
@@ -44,7 +44,7 @@ def parse_args():
     add("--dtype", choices=["float32", "bfloat16", "float16"], help="Default: bfloat16 on CUDA, else float32.")
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--output", default="flux_aligntok.png")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def build_pipeline(args, dtype):
@@ -65,8 +65,8 @@ def build_pipeline(args, dtype):
     return pipeline_class.from_pretrained(args.pretrained_model, vae=vae, transformer=transformer, dtype=dtype)
 
 
-def main():
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     tiny = args.pretrained_model is None
     default_dtype = "bfloat16" if args.device.startswith("cuda") and not tiny else "float32"
     dtype = getattr(torch, args.dtype or default_dtype)

@@ -21,7 +21,7 @@ from diffusers_aligntok import AlignedAutoencoderKL
 from diffusers_aligntok.testing_utils import build_tiny_vae, synthetic_test_image
 
 
-def parse_args():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("images", nargs="*", help="Image files. Default: a built-in synthetic test image.")
@@ -33,7 +33,7 @@ def parse_args():
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--dtype", choices=["float32", "bfloat16"], default="float32")
     add("--output_dir", default=".")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> float:
@@ -42,8 +42,8 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
-def main():
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     dtype = getattr(torch, args.dtype)
     if args.model == "tiny-random":
         vae = build_tiny_vae() if dtype == torch.float32 else build_tiny_vae().to(dtype)

@@ -25,7 +25,7 @@ from diffusers_aligntok.pipelines import latent_patch_size
 from diffusers_aligntok.training.validation import image_grid
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", required=True, help="A pipeline directory saved by train_t2i.py (or a hub id).")
     parser.add_argument("--prompt", default="a red circle on a white background")
@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="text_to_image_buckets.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     pipe = DiffusionPipeline.from_pretrained(args.pipeline, dtype=dtype).to(args.device)

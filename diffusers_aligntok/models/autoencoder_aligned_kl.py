@@ -25,6 +25,7 @@ from .foundation_encoders import (
     architecture_config_dict,
     build_encoder_config,
     build_foundation_encoder,
+    check_encoder_config_keys,
     encode_patch_tokens,
     get_foundation_encoder_spec,
     load_pretrained_foundation_encoder,
@@ -251,20 +252,25 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
             encoder_type (`str`, *optional*): The encoder family; inferred from the checkpoint's `model_type` when
                 omitted.
             config: Any other `AlignedAutoencoderKL` argument (`latent_channels`, decoder sizes, ...). An
-                `encoder_config` given here must agree with the checkpoint's config.
+                `encoder_config` given here must name keys of the family's transformers config class and agree with
+                the checkpoint's config. Keys of the checkpoint's own `config.json` that the config class does not
+                define (fine-tuned or converted checkpoints carry some) do not stop the load: transformers' model
+                ignores them, and so does the tokenizer's saved `encoder_config`.
         """
         from transformers import AutoConfig
 
+        requested_encoder_config = config.pop("encoder_config", None) or {}
         hub_kwargs = {"cache_dir": cache_dir, "revision": revision, "token": token}
         if local_files_only is not None:
             hub_kwargs["local_files_only"] = local_files_only
         if encoder_type is None:
             checkpoint_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
             encoder_type = _infer_encoder_type(checkpoint_config, pretrained_model_name_or_path)
+        # What the user wrote is checked strictly (a typo must not pass), before any weights are read.
+        check_encoder_config_keys(encoder_type, requested_encoder_config)
         pretrained_encoder, checkpoint_encoder_config = load_pretrained_foundation_encoder(
             encoder_type, pretrained_model_name_or_path, **hub_kwargs
         )
-        requested_encoder_config = config.pop("encoder_config", None) or {}
         full_checkpoint_config = pretrained_encoder.config.to_dict()
         conflicts = {
             key: (value, full_checkpoint_config.get(key))

@@ -6,6 +6,7 @@ asked to interpolate, and the input normalisation the encoder was pretrained wit
 calls `build_foundation_encoder` and `encode_patch_tokens`.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from transformers import (
     ViTMAEModel,
 )
 
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,14 +130,26 @@ def architecture_config_dict(config: PretrainedConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_diff_dict().items() if k not in _NON_ARCHITECTURE_CONFIG_KEYS}
 
 
+def unknown_encoder_config_keys(encoder_type: str, encoder_config: dict[str, Any]) -> list[str]:
+    """Keys of `encoder_config` that the family's transformers config class does not define."""
+    spec = get_foundation_encoder_spec(encoder_type)
+    return sorted(set(encoder_config) - set(spec.config_class().to_dict()))
+
+
+def check_encoder_config_keys(encoder_type: str, encoder_config: dict[str, Any]) -> None:
+    """Refuses keys the config class does not know: in a config someone wrote, they are typos or the wrong family."""
+    unknown = unknown_encoder_config_keys(encoder_type, encoder_config)
+    if unknown:
+        config_class = get_foundation_encoder_spec(encoder_type).config_class
+        raise ValueError(
+            f"encoder_config has keys {unknown} that {config_class.__name__} (encoder_type {encoder_type!r}) does not "
+            "know. Check the spelling or the encoder_type."
+        )
+
+
 def build_encoder_config(encoder_type: str, encoder_config: dict[str, Any]) -> PretrainedConfig:
     spec = get_foundation_encoder_spec(encoder_type)
-    unknown = set(encoder_config) - set(spec.config_class().to_dict())
-    if unknown:
-        raise ValueError(
-            f"encoder_config has keys {sorted(unknown)} that {spec.config_class.__name__} (encoder_type "
-            f"{encoder_type!r}) does not know. Check the spelling or the encoder_type."
-        )
+    check_encoder_config_keys(encoder_type, encoder_config)
     return spec.config_class(**{**encoder_config, **dict(spec.forced_config)})
 
 
@@ -170,6 +185,12 @@ def load_pretrained_foundation_encoder(
 
     Full vision-language checkpoints (a SigLIP 2 model with its text tower) are accepted; only the vision tower is
     kept. A checkpoint of another family raises a `ValueError` that names both.
+
+    The returned config dict holds only keys the family's config class defines. A checkpoint's `config.json` often
+    carries more (fine-tuned or converted checkpoints add e.g. `intermediate_size` to a DINOv2): transformers keeps
+    them as attributes that its model never reads, so they do not shape the architecture and are dropped (logged).
+    The caller loads the weights strictly into a model built from the returned dict, so a key that did matter
+    would surface as a shape mismatch there.
     """
     from transformers import AutoConfig
 
@@ -188,4 +209,11 @@ def load_pretrained_foundation_encoder(
     for key, value in spec.forced_config:
         setattr(config, key, value)
     encoder = spec.model_class.from_pretrained(pretrained_model_name_or_path, config=config, **from_pretrained_kwargs)
-    return encoder, architecture_config_dict(config)
+    architecture = architecture_config_dict(config)
+    ignored = unknown_encoder_config_keys(encoder_type, architecture)
+    if ignored:
+        logger.info(
+            f"{pretrained_model_name_or_path!r}: config keys {ignored} are not {spec.config_class.__name__} fields "
+            "(the model does not use them); leaving them out of the tokenizer's encoder_config."
+        )
+    return encoder, {key: value for key, value in architecture.items() if key not in ignored}

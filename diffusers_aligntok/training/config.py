@@ -5,6 +5,7 @@ entries override `common` for that stage, with the same schema. Unknown keys and
 the key's full path, before any model is built.
 """
 
+import copy
 import dataclasses
 import types
 import typing
@@ -133,8 +134,12 @@ class ConfigError(ValueError):
     """A config file with an unknown key, a wrong type or an invalid value."""
 
 
-def load_stage_config(path: str | Path, stage: int) -> StageConfig:
-    """Reads the YAML file at `path` and returns the fully validated config of `stage` (1, 2 or 3)."""
+def load_stage_config(path: str | Path, stage: int, overrides: dict[str, Any] | None = None) -> StageConfig:
+    """Reads the YAML file at `path` and returns the fully validated config of `stage` (1, 2 or 3).
+
+    `overrides` (`{"loss.gan_weight": 0.0}`, keys relative to the stage config) replace single keys of the merged
+    `common` + `stages.<stage>` config, in order, before validation; `stage_overrides` picks them from a command line.
+    """
     raw = read_yaml_config(path)
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}.")
@@ -147,11 +152,36 @@ def load_stage_config(path: str | Path, stage: int) -> StageConfig:
     bad_stage_keys = [key for key in stages if str(key) not in {str(s) for s in STAGES}]
     if bad_stage_keys:
         raise ConfigError(f"{path}: unknown stages {bad_stage_keys}; use 1, 2 and 3.")
-    overrides = next((value for key, value in stages.items() if str(key) == str(stage)), None) or {}
-    merged = _deep_merge(raw.get("common") or {}, overrides)
+    stage_section = next((value for key, value in stages.items() if str(key) == str(stage)), None) or {}
+    merged = copy.deepcopy(_deep_merge(raw.get("common") or {}, stage_section))
+    apply_dotted_overrides(merged, overrides or {}, f"{Path(path).name}:stage{stage}")
     config = config_from_dict(StageConfig, merged, f"{Path(path).name}:stage{stage}")
     _check_values(config, stage, f"{Path(path).name}:stage{stage}")
     return config
+
+
+def stage_overrides(overrides: dict[str, Any], stage: int, stages_run: tuple[int, ...]) -> dict[str, Any]:
+    """The overrides that apply to `stage`, relative to its config: every key without a `stages.` prefix (all stages),
+    then the `stages.<stage>.`-prefixed ones with the prefix removed (so one stage's value beats the all-stage one).
+
+    A `stages.<k>` key for a stage that is not one of 1-3, or not among `stages_run`, is refused rather than ignored.
+    """
+    everywhere, this_stage = {}, {}
+    for key, value in overrides.items():
+        if not key.startswith("stages."):
+            everywhere[key] = value
+            continue
+        _, number, *rest = key.split(".")
+        if number not in {str(s) for s in STAGES} or not rest:
+            raise ConfigError(
+                f"{key}: a per-stage key is stages.<1, 2 or 3>.<key relative to the stage config>, e.g. "
+                "stages.2.loss.semantic_preservation_weight."
+            )
+        if int(number) not in stages_run:
+            raise ConfigError(f"{key} sets a key of stage {number}, but this command runs stages {list(stages_run)}.")
+        if int(number) == stage:
+            this_stage[".".join(rest)] = value
+    return {**everywhere, **this_stage}
 
 
 def check_stage_sequence(configs: dict[int, StageConfig], where: str) -> None:
@@ -200,6 +230,36 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}.")
     return raw
+
+
+def set_dotted_key(mapping: dict[str, Any], dotted_key: str, value: Any, where: str = "") -> None:
+    """`mapping["a"]["b"]["c"] = value` for `"a.b.c"`, creating missing levels; the strict loader then checks the key.
+
+    A digit string addresses an existing integer key (YAML reads `stages: {1: ...}` with int keys).
+    """
+    prefix = f"{where}: " if where else ""
+    names = dotted_key.split(".")
+    if not all(names):
+        raise ConfigError(f"{prefix}{dotted_key!r} is not a dotted key such as 'training.seed'.")
+    node = mapping
+    for depth, name in enumerate(names):
+        key = int(name) if name.isdigit() and int(name) in node else name
+        if depth == len(names) - 1:
+            node[key] = value
+            return
+        if node.get(key) is None:
+            node[key] = {}
+        elif not isinstance(node[key], dict):
+            parent = ".".join(names[: depth + 1])
+            raise ConfigError(f"{prefix}cannot set {dotted_key}: {parent} is {node[key]!r}, not a mapping.")
+        node = node[key]
+
+
+def apply_dotted_overrides(mapping: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """`set_dotted_key` for each override, in order; returns `mapping` (changed in place)."""
+    for dotted_key, value in overrides.items():
+        set_dotted_key(mapping, dotted_key, value, where)
+    return mapping
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

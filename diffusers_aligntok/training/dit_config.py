@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, config_from_dict, read_yaml_config
+from .config import ConfigError, apply_dotted_overrides, config_from_dict, read_yaml_config
 
 
 @dataclass
@@ -102,9 +102,10 @@ class DiTConfig:
     validation: DiTValidationConfig = field(default_factory=DiTValidationConfig)
 
 
-def load_dit_config(path: str | Path) -> DiTConfig:
-    config = config_from_dict(DiTConfig, read_yaml_config(path), Path(path).name)
+def load_dit_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DiTConfig:
+    """Reads and validates a DiT config; `overrides` (`{"training.seed": 1}`) replace single keys first, in order."""
     where = Path(path).name
+    config = config_from_dict(DiTConfig, apply_dotted_overrides(read_yaml_config(path), overrides or {}, where), where)
     if not config.data.cache_dir:
         raise ConfigError(f"{where}: data.cache_dir is required (a directory written by training/cache_latents.py).")
     if config.training.mixed_precision not in ("no", "bf16"):

@@ -13,6 +13,7 @@ from accelerate.utils import set_seed
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..models import AlignedAutoencoderKL, LightningDiTTransformer2DModel
@@ -21,10 +22,10 @@ from .config import config_to_dict
 from .dit_config import DiTConfig
 from .distributed import GlobalBatch
 from .flow_matching import flow_matching_loss
-from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
+from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable, write_training_config
 from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
-from .validation import image_grid
+from .validation import image_grid, log_validation_images, save_grid
 
 
 logger = get_logger(__name__)
@@ -69,7 +70,16 @@ def check_guidance_channels(config: DiTConfig, transformer: LightningDiTTransfor
         )
 
 
-def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
+def run_dit_training(
+    config: DiTConfig,
+    output_dir: str | Path,
+    resume_from_checkpoint: str | None = None,
+    run_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Trains the DiT and writes `transformer/`, `pipeline/` (with a validation tokenizer), metrics and checkpoints.
+
+    `run_record` (what the command line decided) goes into `training_config.json` beside the config.
+    """
     training, optimizer_config = config.training, config.optimizer
     output_dir = Path(output_dir)
     accelerator = build_accelerator(training, output_dir)
@@ -139,8 +149,7 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
     num_epochs = math.ceil(training.max_train_steps / steps_per_epoch)
 
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "training_config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        write_training_config(output_dir, config_to_dict(config), run_record, accelerator)
         accelerator.init_trackers("aligntok_dit", config=flatten_for_trackers(config_to_dict(config)))
     loss_curve: list[dict[str, float]] = []
     progress = tqdm(total=training.max_train_steps, initial=global_step, desc="DiT", disable=not accelerator.is_local_main_process)
@@ -186,7 +195,9 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
                 global_step % training.validation_steps == 0 or global_step == training.max_train_steps
             ):
                 pipeline = _pipeline(_ema_copy(raw_transformer, ema), tokenizer, config)
-                _save_sample_grid(pipeline, config, output_dir / "validation" / f"step-{global_step:07d}.png")
+                grid = _save_sample_grid(pipeline, config, output_dir / "validation" / f"step-{global_step:07d}.png")
+                log_validation_images(accelerator, "validation/samples", grid, global_step,
+                                      caption=f"class labels {list(config.validation.class_labels)}")
             if global_step >= training.max_train_steps:
                 break
     progress.close()
@@ -206,6 +217,7 @@ def run_dit_training(config: DiTConfig, output_dir: str | Path, resume_from_chec
             "num_parameters": sum(p.numel() for p in final_transformer.parameters()),
             "latent_cache": str(config.data.cache_dir),
             "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
         }
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     accelerator.wait_for_everyone()
@@ -231,7 +243,8 @@ def _pipeline(transformer, tokenizer, config: DiTConfig):
 
 
 @torch.no_grad()
-def _save_sample_grid(pipeline, config: DiTConfig, path: Path) -> None:
+def _save_sample_grid(pipeline, config: DiTConfig, path: Path) -> Image.Image:
+    """One row of validation samples (one per `validation.class_labels`), saved at `path` and returned."""
     validation = config.validation
     images = pipeline(
         class_labels=list(validation.class_labels),
@@ -242,5 +255,4 @@ def _save_sample_grid(pipeline, config: DiTConfig, path: Path) -> None:
         generator=torch.Generator().manual_seed(validation.seed),
         output_type="pt",
     ).images
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid([images * 2 - 1]).save(path)
+    return save_grid(image_grid([images * 2 - 1]), path)

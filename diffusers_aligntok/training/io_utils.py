@@ -38,6 +38,19 @@ def save_pretrained_atomically(model_or_pipeline, directory: str | Path) -> Path
     return directory
 
 
+def write_training_config(
+    directory: str | Path, config: dict[str, Any], run_record: dict[str, Any] | None, accelerator
+) -> Path:
+    """`<directory>/training_config.json`: the effective config, plus under `run` what the command line decided
+    (`cli.load_config_with_overrides`) and the precision accelerate actually runs with."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    run = {**(run_record or {}), "accelerator_mixed_precision": accelerator.mixed_precision}
+    path = directory / "training_config.json"
+    path.write_text(json.dumps({**config, "run": to_jsonable(run)}, indent=2))
+    return path
+
+
 def to_jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 

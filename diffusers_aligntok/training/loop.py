@@ -22,19 +22,26 @@ from ..models import AlignedAutoencoderKL
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import ConfigError, StageConfig, config_to_dict
 from .discriminator_handoff import load_discriminator_state, resolve_discriminator_init, save_discriminator_state
-from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
+from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable, write_training_config
 from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
 from .step import TokenizerReconstruction, TokenizerTrainingComponents, tokenizer_training_step
-from .validation import psnr, reconstruct, save_reconstruction_grid
+from .validation import log_validation_images, psnr, reconstruct, save_reconstruction_grid
 
 
 logger = get_logger(__name__)
 
 
 def run_stage(
-    config: StageConfig, stage: int, output_dir: str | Path, resume_from_checkpoint: str | None = None
+    config: StageConfig,
+    stage: int,
+    output_dir: str | Path,
+    resume_from_checkpoint: str | None = None,
+    run_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains one stage and writes `<output_dir>/stage<k>/model` (diffusers format) plus its config and metrics.
+
+    `run_record` (what the command line decided: overrides, where the mixed precision came from) is written into
+    `training_config.json` beside the config.
 
     Also writes `<output_dir>/stage<k>/discriminator/` (weights and optimiser state) when the stage trains a GAN, for
     the next stage to carry on (`loss.discriminator_init_from`). It does not call `accelerator.end_training()`: that
@@ -164,7 +171,7 @@ def run_stage(
 
     if accelerator.is_main_process:
         accelerator.init_trackers(f"aligntok_stage{stage}", config=flatten_for_trackers(config_to_dict(config)))
-        _write_run_config(stage_dir, config, stage)
+        write_training_config(stage_dir, {"stage": stage, **config_to_dict(config)}, run_record, accelerator)
     components = TokenizerTrainingComponents(
         accelerator=accelerator,
         reconstruction_module=reconstruction_module,
@@ -253,6 +260,8 @@ def run_stage(
             "final_losses": {k: v for k, v in last_logs.items() if k.startswith(("loss/", "gan/"))},
             "skipped_corrupt_images": total_skipped,
             "num_processes": accelerator.num_processes,
+            # What accelerate actually trained with (the effective training.mixed_precision).
+            "mixed_precision": accelerator.mixed_precision,
             "data_source": getattr(dataset, "source_description", config.data.source),
         }
         save_reconstruction_grid(images, reconstructions, stage_dir / "reconstructions.png")
@@ -316,14 +325,10 @@ def _validate(accelerator, tokenizer, ema, images, stage_dir: Path, global_step:
     if ema is not None:
         ema.restore(tokenizer.parameters())
     value = float(psnr(images, reconstructions).mean())
-    grid_path = save_reconstruction_grid(images, reconstructions, stage_dir / "validation" / f"step-{global_step:07d}.png")
+    grid = save_reconstruction_grid(images, reconstructions, stage_dir / "validation" / f"step-{global_step:07d}.png")
     accelerator.log({"validation/psnr": value}, step=global_step)
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            import numpy as np
-            from PIL import Image
-
-            tracker.writer.add_image("validation/reconstructions", np.asarray(Image.open(grid_path)), global_step, dataformats="HWC")
+    log_validation_images(accelerator, "validation/reconstructions", grid, global_step,
+                          caption=f"originals above reconstructions, PSNR {value:.2f} dB")
     return value
 
 
@@ -369,8 +374,3 @@ def _register_checkpoint_hooks(accelerator: Accelerator) -> None:
 def _has_lora(model: AlignedAutoencoderKL) -> bool:
     return getattr(model, "_hf_peft_config_loaded", False)
 
-
-def _write_run_config(stage_dir: Path, config: StageConfig, stage: int) -> None:
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    with open(stage_dir / "training_config.json", "w", encoding="utf-8") as handle:
-        json.dump({"stage": stage, **config_to_dict(config)}, handle, indent=2)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..data.aspect_buckets import parse_aspect_ratio
 from ..data.text_image_datasets import TextImageDatasetConfig
-from .config import ConfigError, config_from_dict, read_yaml_config
+from .config import ConfigError, apply_dotted_overrides, config_from_dict, read_yaml_config
 from .dit_config import DiTOptimizerConfig, DiTTrainingConfig
 
 
@@ -126,15 +126,8 @@ class T2IConfig:
 
 def load_t2i_config(path: str | Path, overrides: dict[str, Any] | None = None) -> T2IConfig:
     """Reads and validates a text-to-image config; `overrides` (`{"model.vae": ...}`) replace single keys first."""
-    raw = read_yaml_config(path)
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
     where = Path(path).name
-    config = config_from_dict(T2IConfig, raw, where)
+    config = config_from_dict(T2IConfig, apply_dotted_overrides(read_yaml_config(path), overrides or {}, where), where)
     _check_values(config, where)
     return config
 

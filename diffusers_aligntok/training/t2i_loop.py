@@ -33,13 +33,13 @@ from ..pipelines.pipeline_aligntok_flux import AlignTokFluxPipeline, latent_imag
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import config_to_dict
 from .distributed import SINGLE_PROCESS, GlobalBatch
-from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable
+from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable, write_training_config
 from .latent_cache import tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .t2i_cache import CachedTextImageDataset, build_t2i_cache, collate_cached_batch
 from .t2i_components import FluxTextEncoders, build_transformer, check_transformer_fits, load_vae, normalize_latents, patch_size_for
 from .t2i_config import T2IConfig, T2IFlowConfig
-from .validation import image_grid
+from .validation import image_grid, log_validation_images, save_grid
 
 
 logger = get_logger(__name__)
@@ -120,7 +120,16 @@ def build_scheduler(config: T2IFlowConfig) -> FlowMatchEulerDiscreteScheduler:
     )
 
 
-def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_checkpoint: str | None = None) -> dict[str, Any]:
+def run_t2i_training(
+    config: T2IConfig,
+    output_dir: str | Path,
+    resume_from_checkpoint: str | None = None,
+    run_record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Trains the transformer and writes `transformer/`, `pipeline/`, metrics, validation grids and checkpoints.
+
+    `run_record` (what the command line decided) goes into `training_config.json` beside the config.
+    """
     training, model_config, data_config = config.training, config.model, config.data
     output_dir = Path(output_dir)
     accelerator = build_accelerator(training, output_dir)
@@ -199,8 +208,7 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
     steps_per_epoch = max(1, len(sampler) // training.gradient_accumulation_steps)
 
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "training_config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+        write_training_config(output_dir, config_to_dict(config), run_record, accelerator)
         accelerator.init_trackers("aligntok_t2i", config=flatten_for_trackers(config_to_dict(config)))
     counters = {"skipped_unreadable": 0, "truncated_clip": 0, "truncated_t5": 0}
     loss_curve: list[dict[str, float]] = []
@@ -251,7 +259,7 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
             if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
                 with _ema_weights(ema, raw_transformer):
                     _save_validation_grid(_pipeline(raw_transformer, vae, text_encoders, config), config, buckets, accelerator,
-                                          output_dir / "validation" / f"step-{global_step:07d}.png")
+                                          output_dir / "validation" / f"step-{global_step:07d}.png", global_step)
             if global_step >= training.max_train_steps:
                 break
     progress.close()
@@ -277,6 +285,7 @@ def run_t2i_training(config: T2IConfig, output_dir: str | Path, resume_from_chec
             "counters_this_run": counters,
             "normalised_latent_std_first_batch": latent_std,
             "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
         }
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     accelerator.wait_for_everyone()
@@ -364,8 +373,9 @@ def _pipeline(transformer, vae, text_encoders, config: T2IConfig) -> FluxPipelin
 
 
 @torch.no_grad()
-def _save_validation_grid(pipeline, config: T2IConfig, buckets, accelerator, path: Path) -> None:
-    """Every validation prompt at bucket `i % len(buckets)`; all ranks sample (FSDP needs every shard), rank 0 saves."""
+def _save_validation_grid(pipeline, config: T2IConfig, buckets, accelerator, path: Path, global_step: int) -> None:
+    """Every validation prompt at bucket `i % len(buckets)`; all ranks sample (FSDP needs every shard), rank 0 saves
+    the grid and sends it to the trackers."""
     validation = config.validation
     was_training = pipeline.transformer.training
     pipeline.transformer.eval()
@@ -382,9 +392,9 @@ def _save_validation_grid(pipeline, config: T2IConfig, buckets, accelerator, pat
         rows.append(image.float() * 2 - 1)
     pipeline.transformer.train(was_training)
     if accelerator.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Buckets differ in size: pad each image to the largest so they share a grid row.
         height, width = max(r.shape[-2] for r in rows), max(r.shape[-1] for r in rows)
         padded = [F.pad(r, (0, width - r.shape[-1], 0, height - r.shape[-2]), value=1.0) for r in rows]
-        image_grid([torch.cat(padded)]).save(path)
+        grid = save_grid(image_grid([torch.cat(padded)]), path)
+        log_validation_images(accelerator, "validation/samples", grid, global_step, caption=" | ".join(validation.prompts))
 

@@ -1,5 +1,6 @@
-"""Validation during tokenizer training: reconstruction PSNR and a grid of originals above reconstructions."""
+"""Validation pieces of the training loops: reconstruction PSNR, image grids, and sending grids to the trackers."""
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,10 @@ from PIL import Image
 
 from ..models import AlignedAutoencoderKL
 
+
+logger = logging.getLogger(__name__)
+# Trackers already told (once per process) that they get no images.
+_TRACKERS_WITHOUT_IMAGES: set[str] = set()
 
 @torch.no_grad()
 def reconstruct(tokenizer: AlignedAutoencoderKL, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
@@ -40,8 +45,32 @@ def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
     return Image.fromarray(canvas)
 
 
-def save_reconstruction_grid(images: torch.Tensor, reconstructions: torch.Tensor, path: str | Path) -> Path:
+def save_reconstruction_grid(images: torch.Tensor, reconstructions: torch.Tensor, path: str | Path) -> Image.Image:
+    """Saves originals above reconstructions at `path` and returns the grid."""
+    return save_grid(image_grid([images, reconstructions]), path)
+
+
+def save_grid(grid: Image.Image, path: str | Path) -> Image.Image:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid([images, reconstructions]).save(path)
-    return path
+    grid.save(path)
+    return grid
+
+
+def log_validation_images(accelerator, name: str, grid: Image.Image, step: int, caption: str | None = None) -> None:
+    """Sends a validation grid to every tracker of `accelerator`, each in its own way.
+
+    tensorboard gets `add_image` (HWC uint8), wandb a `wandb.Image` (wandb is imported only when its tracker is
+    active); other trackers get none, which is logged once, and the grid stays on disk under `validation/`. Trackers
+    only exist on the main process, so calling this on every rank is harmless.
+    """
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image(name, np.asarray(grid.convert("RGB")), step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({name: [wandb.Image(grid, caption=caption)]}, step=step)
+        elif tracker.name not in _TRACKERS_WITHOUT_IMAGES:
+            _TRACKERS_WITHOUT_IMAGES.add(tracker.name)
+            logger.info(f"Validation images go to tensorboard and wandb only; tracker {tracker.name!r} gets none.")

@@ -821,6 +821,28 @@ class TestFromFoundationEncoder:
         )
         assert agreeing.config.encoder_config["hidden_size"] == 32
 
+    def test_checkpoint_config_keys_the_config_class_does_not_know_do_not_stop_the_load(self, tmp_path):
+        """Fine-tuned or converted DINOv2 checkpoints often carry extra config keys (here `intermediate_size`, which
+        Dinov2Config does not define: its MLP width is `mlp_ratio * hidden_size`); transformers ignores them, so must we.
+        """
+        torch.manual_seed(0)
+        source_weights, _ = _save_dinov2(tmp_path / "checkpoint")
+        config_path = tmp_path / "checkpoint" / "config.json"
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "intermediate_size": 64}))
+
+        vae = AlignedAutoencoderKL.from_foundation_encoder(str(tmp_path / "checkpoint"), **TINY_DECODER_CONFIG)
+        for name, tensor in vae.encoder.state_dict().items():
+            assert torch.equal(tensor, source_weights[name]), name
+        assert "intermediate_size" not in vae.config.encoder_config  # the saved tokenizer reloads with a clean config
+        vae.save_pretrained(tmp_path / "tokenizer")
+        AlignedAutoencoderKL.from_pretrained(tmp_path / "tokenizer")
+        # What the user passes is still checked strictly, even a key the checkpoint's config.json has.
+        for unknown in ("intermediate_size", "hiden_size"):
+            with pytest.raises(ValueError, match=rf"encoder_config has keys \['{unknown}'\] that Dinov2Config"):
+                AlignedAutoencoderKL.from_foundation_encoder(
+                    str(tmp_path / "checkpoint"), encoder_config={unknown: 64}, **TINY_DECODER_CONFIG
+                )
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # PEFT

@@ -250,3 +250,41 @@ def test_guidance_channels_beyond_the_cache_are_refused_before_training(cache_di
     with pytest.raises(ValueError, match=r"guidance_channels=9 but the latent cache has 8 channels"):
         train_dit.main(["--config", str(path), "--output_dir", str(tmp_path / "run")])
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_habitual_flags_validation_images_in_tensorboard_and_push_of_the_pipeline(cache_dir, tokenizer_dir, tmp_path,
+                                                                                 fake_push_to_hub):
+    from diffusers_aligntok.training.checkpointing import list_checkpoints
+
+    from .trackers import tensorboard_images
+
+    output_dir = tmp_path / "run"
+    train_dit.main([
+        "--config", str(_dit_config(tmp_path, cache_dir, tokenizer_dir)), "--output_dir", str(output_dir),
+        "--report_to", "tensorboard", "--validation_steps", "1", "--seed", "3", "--checkpointing_steps", "1",
+        "--checkpoints_total_limit", "1", "--mixed_precision", "no", "--set", "training.max_train_steps=2",
+        "--set", "validation.num_inference_steps=1", "--push_to_hub", "--hub_model_id", "me/dit-tiny",
+    ])
+    recorded = json.loads((output_dir / "training_config.json").read_text())
+    assert recorded["training"]["seed"] == 3 and recorded["validation"]["num_inference_steps"] == 1
+    assert recorded["run"]["mixed_precision_source"].startswith("command line")
+    assert json.loads((output_dir / "metrics.json").read_text())["mixed_precision"] == "no"
+    assert [p.name for p in list_checkpoints(output_dir / "checkpoints")] == ["checkpoint-2"]
+    # One row of the 2 validation classes at 32x32, at both steps.
+    grid_size = (2 * (32 + 2) + 2, 32 + 4)
+    assert tensorboard_images(output_dir / "logs" / "aligntok_dit") == {"validation/samples": [(1, *grid_size), (2, *grid_size)]}
+    assert [(call["model_dir"], call["repo_id"], call["private"]) for call in fake_push_to_hub] == [
+        (output_dir / "pipeline", "me/dit-tiny", False)]
+    assert "model_index.json" in fake_push_to_hub[0]["files"]
+
+
+def test_without_a_pipeline_the_transformer_is_pushed(cache_dir, tmp_path, monkeypatch, fake_push_to_hub):
+    def fake_training(config, output_dir, resume_from_checkpoint, run_record):
+        (Path(output_dir) / "transformer").mkdir(parents=True)
+        (Path(output_dir) / "transformer" / "config.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(train_dit, "run_dit_training", fake_training)
+    train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, None)), "--output_dir", str(tmp_path / "run"),
+                    "--push_to_hub", "--hub_model_id", "me/dit-tiny"])
+    assert [call["model_dir"] for call in fake_push_to_hub] == [tmp_path / "run" / "transformer"]

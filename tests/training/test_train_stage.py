@@ -299,3 +299,114 @@ def test_two_ranks_train_the_gan_in_sync_through_all_stages(tmp_path):
         for name in ("tokenizer", "discriminator"):
             assert_ranks_in_sync(stage_dir / "checkpoints", name)
     assert [_discriminator_record(tmp_path / "out" / f"stage{k}")[0] for k in (1, 2, 3)] == [2, 5, 8]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# diffusers' habitual flags, --set, mixed precision from the launcher, --push_to_hub
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_accelerate_launch_mixed_precision_trains_in_bf16_without_editing_the_yaml(tmp_path):
+    """The real launcher: `accelerate launch --mixed_precision bf16` beats the YAML's `no` (which is only a default)."""
+    import os
+    import subprocess
+
+    config = _write_config(tmp_path, {"training": {"max_train_steps": 2, "report_to": "none"}})
+    output_dir = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if key != "ACCELERATE_MIXED_PRECISION"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_cpu_threads_per_process", "1", "--mixed_precision", "bf16", str(REPO_ROOT / "training" / "train_stage.py"),
+               "--config", str(config), "--stage", "1", "--output_dir", str(output_dir)]
+    result = subprocess.run(command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    recorded = json.loads((output_dir / "stage1" / "training_config.json").read_text())
+    assert recorded["training"]["mixed_precision"] == "bf16"
+    assert recorded["run"]["mixed_precision_source"] == "accelerate launcher or config (ACCELERATE_MIXED_PRECISION=bf16)"
+    assert recorded["run"]["accelerator_mixed_precision"] == "bf16"
+    assert json.loads((output_dir / "stage1" / "metrics.json").read_text())["mixed_precision"] == "bf16"
+
+
+def test_habitual_flags_reach_the_run_and_the_final_model_is_pushed(tmp_path, monkeypatch, fake_push_to_hub):
+    from PIL import Image
+
+    from .trackers import tensorboard_images
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # as `accelerate launch --mixed_precision bf16` would
+    output_dir = tmp_path / "out"
+    train_stage.main([
+        "--config", str(_write_config(tmp_path, {"training": {"report_to": "none"}})), "--stage", "1",
+        "--output_dir", str(output_dir), "--mixed_precision", "no", "--seed", "3", "--checkpointing_steps", "1",
+        "--checkpoints_total_limit", "1", "--validation_steps", "1", "--report_to", "tensorboard",
+        "--set", "training.max_train_steps=2", "--set", "data.num_validation_images=2",
+        "--push_to_hub", "--hub_model_id", "me/aligntok-tiny", "--hub_token", "hf_secret", "--hub_private_repo",
+    ])
+    stage_dir = output_dir / "stage1"
+    recorded = json.loads((stage_dir / "training_config.json").read_text())
+    assert recorded["training"]["seed"] == 3 and recorded["data"]["num_validation_images"] == 2
+    assert recorded["run"]["mixed_precision_source"].startswith("command line")  # the flag beat the launcher's bf16
+    assert recorded["run"]["accelerator_mixed_precision"] == "no"
+    assert "hf_secret" not in (stage_dir / "training_config.json").read_text()
+    assert json.loads((stage_dir / "metrics.json").read_text())["global_step"] == 2
+    assert [p.name for p in list_checkpoints(stage_dir / "checkpoints")] == ["checkpoint-2"]  # limit 1, every step
+    # Validation at every step: the grids on disk and in tensorboard (2 held-out images, originals above reconstructions).
+    grids = sorted((stage_dir / "validation").iterdir())
+    assert [p.name for p in grids] == ["step-0000001.png", "step-0000002.png"]
+    width, height = Image.open(grids[0]).size
+    assert width == 2 * (32 + 2) + 2 and height == 2 * (32 + 2) + 2
+    images = tensorboard_images(stage_dir / "logs" / "aligntok_stage1")
+    assert images == {"validation/reconstructions": [(1, width, height), (2, width, height)]}
+    # Pushed once, from the saved model directory, with the Hub flags.
+    assert len(fake_push_to_hub) == 1
+    push = fake_push_to_hub[0]
+    assert (push["model_dir"], push["repo_id"], push["token"], push["private"]) == (
+        stage_dir / "model", "me/aligntok-tiny", "hf_secret", True)
+    assert "config.json" in push["files"] and "diffusion_pytorch_model.safetensors" in push["files"]
+
+
+def test_set_applies_to_every_stage_and_a_stages_prefix_to_one(tmp_path, monkeypatch, fake_push_to_hub):
+    from diffusers_aligntok.training.stages import stage_model_dir
+
+    seen = {}
+
+    def fake_run_stage(config, stage, output_dir, resume_from_checkpoint, run_record):
+        seen[stage] = (config, run_record)
+        stage_model_dir(output_dir, stage).mkdir(parents=True)
+        (stage_model_dir(output_dir, stage) / "config.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(train_stage, "run_stage", fake_run_stage)
+    train_stage.main([
+        "--config", str(_write_config(tmp_path)), "--stage", "all", "--output_dir", str(tmp_path / "out"), "--seed", "5",
+        "--set", "loss.gan_start_step=1", "--set", "stages.2.loss.semantic_preservation_weight=3",
+        "--set", "stages.3.training.max_train_steps=1", "--set", "training.max_train_steps=3",
+        "--push_to_hub", "--hub_model_id", "me/aligntok-tiny",
+    ])
+    configs = [seen[stage][0] for stage in (1, 2, 3)]
+    assert [c.training.seed for c in configs] == [5, 5, 5]
+    assert [c.loss.gan_start_step for c in configs] == [1, 1, 1]  # beats the YAML's stages 2 and 3 (gan_start_step 0)
+    assert [c.loss.semantic_preservation_weight for c in configs] == [0.0, 3.0, 0.0]
+    assert [c.training.max_train_steps for c in configs] == [3, 3, 1]  # the one-stage value beats the all-stage one
+    assert seen[3][1]["command_line_overrides"] == {
+        "loss.gan_start_step": 1, "training.max_train_steps": 1, "training.seed": 5}
+    # With --stage all the final model is stage 3's.
+    assert [call["model_dir"] for call in fake_push_to_hub] == [tmp_path / "out" / "stage3" / "model"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--push_to_hub"], r"--push_to_hub needs --hub_model_id"),
+        (["--push_to_hub", "--hub_model_id", "me/two words"], r"not a valid repository id"),
+        (["--set", "training.max_train_step=3"], r"config.yaml:stage1.training: unknown key\(s\) \['max_train_step'\]"),
+        (["--set", "loss.discriminator.num_layer=1"], r"stage1.loss.discriminator: unknown key\(s\) \['num_layer'\]"),
+        (["--set", "training.max_train_steps=many"], r"config.yaml:stage1.training.max_train_steps: expected int, got 'many'"),
+        (["--set", "stages.2.loss.gan_weight=0"], r"stages.2.loss.gan_weight sets a key of stage 2, but this command runs stages \[1\]"),
+        (["--set", "stages.4.loss.gan_weight=0"], r"stages.<1, 2 or 3>"),
+        (["--mixed_precision", "fp16"], r"'fp16' is not supported for tokenizer training.*came from the command line"),
+    ],
+)
+def test_bad_command_lines_fail_before_training(tmp_path, monkeypatch, extra, message):
+    monkeypatch.setattr(train_stage, "run_stage", lambda *args: pytest.fail("training started"))
+    with pytest.raises(ConfigError, match=message):
+        train_stage.main(["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(tmp_path / "out"), *extra])
+    assert not (tmp_path / "out").exists()

@@ -303,3 +303,28 @@ def test_two_ranks_build_the_cache_and_train_exactly_what_one_process_trains_on_
     checkpoints = list_checkpoints(tmp_path / "two" / "checkpoints")
     assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-2", "checkpoint-4"]
     assert_fingerprints_match_one_process(tmp_path / "two" / "checkpoints", tmp_path / "one" / "checkpoints", "transformer")
+
+
+def test_habitual_flags_validation_images_in_tensorboard_and_push_of_the_pipeline(tmp_path, models_dir, fake_push_to_hub):
+    from .trackers import tensorboard_images
+
+    output_dir = tmp_path / "run"
+    _train(_config(tmp_path, models_dir), output_dir, "--report_to", "tensorboard", "--validation_steps", "1",
+           "--seed", "3", "--checkpoints_total_limit", "1", "--set", "validation.num_inference_steps=1",
+           "--set", "data.aspect_ratios=['1:1']", "--push_to_hub", "--hub_model_id", "me/t2i-tiny", "--hub_private_repo")
+    recorded = json.loads((output_dir / "training_config.json").read_text())
+    assert recorded["training"]["seed"] == 3 and recorded["data"]["aspect_ratios"] == ["1:1"]
+    assert recorded["run"]["mixed_precision_source"].startswith("config file")
+    assert json.loads((output_dir / "metrics.json").read_text())["mixed_precision"] == "no"
+    grid_size = (32 + 4, 32 + 4)  # one prompt at the 32x32 bucket
+    assert tensorboard_images(output_dir / "logs" / "aligntok_t2i") == {"validation/samples": [(1, *grid_size), (2, *grid_size)]}
+    assert [(call["model_dir"], call["repo_id"], call["private"]) for call in fake_push_to_hub] == [
+        (output_dir / "pipeline", "me/t2i-tiny", True)]
+    assert "model_index.json" in fake_push_to_hub[0]["files"]
+
+
+def test_a_model_flag_and_set_of_the_same_key_are_refused(tmp_path, models_dir):
+    with pytest.raises(ConfigError, match=r"model.vae is given twice: --vae .* and --set model.vae="):
+        _train(_config(tmp_path, models_dir), tmp_path / "run", "--vae", str(models_dir / "aligntok"),
+               "--set", f"model.vae={models_dir / 'flux_vae'}")
+    assert not (tmp_path / "run").exists()
