@@ -448,21 +448,26 @@ class LightningDiT(nn.Module):
         return x
 
     def forward_with_cfg(self, x, t, y, cfg_scale, cfg_interval=None, cfg_interval_start=None):
-        half = x[: len(x) // 2]
-        combined = torch.cat([half, half], dim=0)
-        model_out = self.forward(combined, t, y)
-        # LightningDiT (after DiT) guides only three channels "for exact reproducibility reasons".
-        eps, rest = model_out[:, :3], model_out[:, 3:]
-        cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-        half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+        return forward_with_cfg(self.forward, x, t, y, cfg_scale, cfg_interval, cfg_interval_start)
 
-        if cfg_interval is True:
-            timestep = t[0]
-            if timestep < cfg_interval_start:
-                half_eps = cond_eps
 
-        eps = torch.cat([half_eps, half_eps], dim=0)
-        return torch.cat([eps, rest], dim=1)
+def forward_with_cfg(forward, x, t, y, cfg_scale, cfg_interval=None, cfg_interval_start=None, guided_channels=3):
+    """`LightningDiT.forward_with_cfg` around any `forward(x, t, y)`. `guided_channels=3` is its code ("for exact
+    reproducibility reasons", after DiT); `None` is the standard form it leaves commented out (all channels)."""
+    half = x[: len(x) // 2]
+    combined = torch.cat([half, half], dim=0)
+    model_out = forward(combined, t, y)
+    eps, rest = model_out[:, :guided_channels], model_out[:, guided_channels:]
+    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
+    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
+
+    if cfg_interval is True:
+        timestep = t[0]
+        if timestep < cfg_interval_start:
+            half_eps = cond_eps
+
+    eps = torch.cat([half_eps, half_eps], dim=0)
+    return torch.cat([eps, rest], dim=1)
 
 
 def get_2d_sincos_pos_embed(embed_dim, grid_size, cls_token=False, extra_tokens=0):

@@ -25,6 +25,9 @@ from diffusers import (
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokDiTPipeline, LightningDiTTransformer2DModel
 from diffusers_aligntok.pipelines import classifier_free_guidance
 
+# The transcribed reference (tests/ is on sys.path: pytest puts the first folder without __init__.py there).
+from conversion.lightningdit_reference import forward_with_cfg as lightningdit_forward_with_cfg
+
 
 NUM_CLASSES = 10
 LATENT_CHANNELS = 8
@@ -243,24 +246,6 @@ def lightningdit_time_grid(num_sampling_steps: int, timestep_shift: float) -> to
             return numerator / denominator
         t = torch.tensor([compute_tm(t_n, timestep_shift) for t_n in t])
     return t
-
-
-def lightningdit_forward_with_cfg(forward, x, t, y, cfg_scale, cfg_interval=None, cfg_interval_start=None,
-                                  guided_channels=3):
-    """models/lightningdit.py, `LightningDiT.forward_with_cfg`. `guided_channels=3` is its code; `None` is the
-    commented-out standard form it mentions (`model_out[:, :self.in_channels]`)."""
-    half = x[: len(x) // 2]
-    combined = torch.cat([half, half], dim=0)
-    model_out = forward(combined, t, y)
-    eps, rest = model_out[:, :guided_channels], model_out[:, guided_channels:]
-    cond_eps, uncond_eps = torch.split(eps, len(eps) // 2, dim=0)
-    half_eps = uncond_eps + cfg_scale * (cond_eps - uncond_eps)
-    if cfg_interval is True:
-        timestep = t[0]
-        if timestep < cfg_interval_start:
-            half_eps = cond_eps
-    eps = torch.cat([half_eps, half_eps], dim=0)
-    return torch.cat([eps, rest], dim=1)
 
 
 def lightningdit_euler_cfg_sample(forward, z, y, cfg_scale, cfg_interval_start, num_sampling_steps, guided_channels):
