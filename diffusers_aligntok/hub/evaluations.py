@@ -457,14 +457,7 @@ def _generation_report(matched: MatchedEvaluation, model_name: str) -> Evaluatio
             ("precision", "Precision", row.get("precision"), fid_is_real),
             ("recall", "Recall", row.get("recall"), fid_is_real),
         ]
-        for metric_type, metric_name, value, is_real in values:
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                eval_results.append(_eval_result(
-                    **dataset, metric_type=_metric_type(metric_type, is_real),
-                    metric_name=f"{_metric_label(metric_name, is_real)} (CFG {row['guidance_scale']:g})",
-                    metric_config=f"cfg-{row['guidance_scale']:g}", metric_args=arguments, metric_value=value,
-                    verified=False,
-                ))
+        eval_results += _guidance_scale_eval_results(values, row["guidance_scale"], dataset, arguments)
     return EvaluationReport(
         title="Class-conditional generation", table="\n".join(lines), protocol=protocol,
         comparable_with_published=comparable, statement=statement, warnings=list(results.get("warnings") or []),
@@ -525,16 +518,24 @@ def _text_to_image_report(matched: MatchedEvaluation, model_name: str) -> Evalua
                      "image_size": f"{image_size[0]}x{image_size[1]}"}
         values = [("gfid", "gFID", row.get("gfid"), fid_is_real),
                   ("clip-score", "CLIP score", row.get("clip_score"), clip_is_real)]
-        for metric_type, metric_name, value, is_real in values:
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                eval_results.append(_eval_result(
-                    **dataset, metric_type=_metric_type(metric_type, is_real),
-                    metric_name=f"{_metric_label(metric_name, is_real)} (CFG {row['guidance_scale']:g})",
-                    metric_config=f"cfg-{row['guidance_scale']:g}", metric_args=arguments, metric_value=value,
-                    verified=False,
-                ))
+        eval_results += _guidance_scale_eval_results(values, row["guidance_scale"], dataset, arguments)
     return EvaluationReport(
         title="Text-to-image generation", table="\n".join(lines), protocol=protocol, comparable_with_published=False,
         statement=statement, warnings=list(results.get("warnings") or []), eval_results=eval_results,
         uses_standins=bool(feature_extractor and not fid_is_real) or bool(clip and not clip_is_real),
     )
+
+
+def _guidance_scale_eval_results(
+    values: list[tuple[str, str, Any, bool]], guidance_scale: float, dataset: dict[str, Any], arguments: dict[str, Any]
+) -> list:
+    """The `EvalResult`s of one guidance scale's row: one per finite `(metric_type, name, value, is_real)`."""
+    return [
+        _eval_result(
+            **dataset, metric_type=_metric_type(metric_type, is_real),
+            metric_name=f"{_metric_label(metric_name, is_real)} (CFG {guidance_scale:g})",
+            metric_config=f"cfg-{guidance_scale:g}", metric_args=arguments, metric_value=value, verified=False,
+        )
+        for metric_type, metric_name, value, is_real in values
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ]
