@@ -21,7 +21,9 @@ EXTRAS = {
 }
 # The demo trains the tokenizer and DiT and measures the latent's linear-probe accuracy.
 EXTRAS["demo"] = sorted({*EXTRAS["training"], "scikit-learn"})
-EXTRAS["dev"] = sorted({*EXTRAS["training"], *EXTRAS["evaluation"], "pytest>=8", "pytest-xdist", "sentencepiece", "protobuf"})
+EXTRAS["dev"] = sorted(
+    {*EXTRAS["training"], *EXTRAS["evaluation"], "pytest>=8", "pytest-xdist", "sentencepiece", "protobuf"}
+)
 
 setup(
     name="diffusers-aligntok",

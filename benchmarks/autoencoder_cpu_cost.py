@@ -69,13 +69,15 @@ def parameter_counts() -> list[dict]:
         del model
     with torch.device("meta"):
         flux_vae = AutoencoderKL(**FLUX_VAE_CONFIG)
-    rows.append({
-        "model": "FLUX VAE (AutoencoderKL)",
-        "encoder": count_parameters(flux_vae.encoder),
-        "adapter": 0,
-        "decoder": count_parameters(flux_vae.decoder),
-        "total": count_parameters(flux_vae),
-    })
+    rows.append(
+        {
+            "model": "FLUX VAE (AutoencoderKL)",
+            "encoder": count_parameters(flux_vae.encoder),
+            "adapter": 0,
+            "decoder": count_parameters(flux_vae.decoder),
+            "total": count_parameters(flux_vae),
+        }
+    )
     return rows
 
 
@@ -134,23 +136,26 @@ def tiling_differences(models: dict[str, torch.nn.Module], sizes: list[tuple[int
             tiled_seconds = time.perf_counter() - start
             model.disable_tiling()
             latent_diff, image_diff = (tiled_latents - latents).abs(), (tiled_decoded - decoded).abs()
-            rows.append({
-                "model": name,
-                "size": f"{height}x{width}",
-                "encode_mean_abs_diff": latent_diff.mean().item(),
-                "encode_max_abs_diff": latent_diff.max().item(),
-                "latent_std": latents.std().item(),
-                "decode_mean_abs_diff": image_diff.mean().item(),
-                "decode_max_abs_diff": image_diff.max().item(),
-                "decoded_std": decoded.std().item(),
-                "untiled_seconds": untiled_seconds,
-                "tiled_seconds": tiled_seconds,
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "size": f"{height}x{width}",
+                    "encode_mean_abs_diff": latent_diff.mean().item(),
+                    "encode_max_abs_diff": latent_diff.max().item(),
+                    "latent_std": latents.std().item(),
+                    "decode_mean_abs_diff": image_diff.mean().item(),
+                    "decode_max_abs_diff": image_diff.max().item(),
+                    "decoded_std": decoded.std().item(),
+                    "untiled_seconds": untiled_seconds,
+                    "tiled_seconds": tiled_seconds,
+                }
+            )
     return rows
 
 
 def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
     """`columns` maps a row key to a header; floats get 3 significant digits, ints thousands separators."""
+
     def cell(value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return str(value)
@@ -179,9 +184,12 @@ def main():
     sections = []
     with torch.no_grad():
         results["parameters"] = parameter_counts()
-        sections.append("## Parameters\n\n" + markdown_table(
-            results["parameters"], {key: key for key in ("model", "encoder", "adapter", "decoder", "total")}
-        ))
+        sections.append(
+            "## Parameters\n\n"
+            + markdown_table(
+                results["parameters"], {key: key for key in ("model", "encoder", "adapter", "decoder", "total")}
+            )
+        )
         print(sections[-1] + "\n", flush=True)
 
         aligntok = build_timed_aligntok(args.model)
@@ -191,9 +199,20 @@ def main():
         results["timing"] = time_encode_decode(timed_models, image, args.repeats)
         sections.append(
             f"## Encode + decode, one {args.resolution}x{args.resolution} image, fp32, {args.threads} CPU threads "
-            f"(median of {args.repeats})\n\n" + markdown_table(results["timing"], {
-                "model": "model", "encode": "encode (s)", "decode": "decode (s)", "total": "total (s)",
-                "encode_ratio": "encode / FLUX", "decode_ratio": "decode / FLUX", "total_ratio": "total / FLUX"}))
+            f"(median of {args.repeats})\n\n"
+            + markdown_table(
+                results["timing"],
+                {
+                    "model": "model",
+                    "encode": "encode (s)",
+                    "decode": "decode (s)",
+                    "total": "total (s)",
+                    "encode_ratio": "encode / FLUX",
+                    "decode_ratio": "decode / FLUX",
+                    "total_ratio": "total / FLUX",
+                },
+            )
+        )
         print(sections[-1] + "\n", flush=True)
 
         if not args.skip_tiling:
@@ -202,18 +221,22 @@ def main():
                 f"## Tiled ({args.tile_size}-pixel tiles) vs untiled\n\nencode: latents of tiled vs untiled "
                 "encoding; decode: tiled vs untiled decoding of the same latents (images nominally in [-1, 1]). The "
                 "FLUX VAE row is diffusers' own tiling under the same protocol, for scale.\n\n"
-                + markdown_table(results["tiling"], {
-                    "model": "model",
-                    "size": "size (HxW)",
-                    "encode_mean_abs_diff": "encode mean abs diff",
-                    "encode_max_abs_diff": "encode max abs diff",
-                    "latent_std": "latent std",
-                    "decode_mean_abs_diff": "decode mean abs diff",
-                    "decode_max_abs_diff": "decode max abs diff",
-                    "decoded_std": "decoded std",
-                    "untiled_seconds": "untiled (s)",
-                    "tiled_seconds": "tiled (s)",
-                }))
+                + markdown_table(
+                    results["tiling"],
+                    {
+                        "model": "model",
+                        "size": "size (HxW)",
+                        "encode_mean_abs_diff": "encode mean abs diff",
+                        "encode_max_abs_diff": "encode max abs diff",
+                        "latent_std": "latent std",
+                        "decode_mean_abs_diff": "decode mean abs diff",
+                        "decode_max_abs_diff": "decode max abs diff",
+                        "decoded_std": "decoded std",
+                        "untiled_seconds": "untiled (s)",
+                        "tiled_seconds": "tiled (s)",
+                    },
+                )
+            )
             print(sections[-1] + "\n", flush=True)
         del timed_models, aligntok, flux_vae
         gc.collect()
@@ -222,9 +245,11 @@ def main():
     json_path = os.path.join(args.output_dir, "autoencoder_cpu_cost.json")
     with open(json_path, "w") as file:
         json.dump(results, file, indent=2)
-    header = (f"# AlignTok autoencoder CPU cost\n\n{results['date']}, torch {results['torch']}, {results['cpu']}, "
-              f"{args.threads} threads, load average at start {results['load_average_at_start']:.1f}. "
-              "Random weights unless stated; command: `python benchmarks/autoencoder_cpu_cost.py`.\n\n")
+    header = (
+        f"# AlignTok autoencoder CPU cost\n\n{results['date']}, torch {results['torch']}, {results['cpu']}, "
+        f"{args.threads} threads, load average at start {results['load_average_at_start']:.1f}. "
+        "Random weights unless stated; command: `python benchmarks/autoencoder_cpu_cost.py`.\n\n"
+    )
     with open(os.path.join(args.output_dir, "autoencoder_cpu_cost.md"), "w") as file:
         file.write(header + "\n\n".join(sections) + "\n")
     print(f"Wrote {json_path} and autoencoder_cpu_cost.md")

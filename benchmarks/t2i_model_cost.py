@@ -40,11 +40,21 @@ T5_XXL_WIDTH, CLIP_L_WIDTH = 4096, 768
 ARMS = {
     # name: (VAE builder on the meta device, latent channels, downsampling factor, pixels per token or None for the
     # --pixels_per_token of the recipe)
-    "AlignTok (DINOv2-L f16d32)": (lambda: AlignedAutoencoderKL.from_preset("aligntok-dinov2-large-f16d32"), 32, 16, None),
+    "AlignTok (DINOv2-L f16d32)": (
+        lambda: AlignedAutoencoderKL.from_preset("aligntok-dinov2-large-f16d32"),
+        32,
+        16,
+        None,
+    ),
     "FLUX VAE (f8, 16 ch)": (lambda: AutoencoderKL(**FLUX_VAE_CONFIG), 16, 8, None),
     # For reference, not a recipe arm: AlignTok latents with the stock FluxPipeline's 2x2 packing (32 px per token),
     # the unequal comparison the recipe avoids.
-    "AlignTok, stock 2x2 packing": (lambda: AlignedAutoencoderKL.from_preset("aligntok-dinov2-large-f16d32"), 32, 16, 32),
+    "AlignTok, stock 2x2 packing": (
+        lambda: AlignedAutoencoderKL.from_preset("aligntok-dinov2-large-f16d32"),
+        32,
+        16,
+        32,
+    ),
 }
 
 
@@ -54,7 +64,9 @@ def count_flops(function) -> int:
     return counter.get_total_flops()
 
 
-def transformer_forward_flops(transformer: FluxTransformer2DModel, image_tokens: int, text_tokens: int, channels: int) -> int:
+def transformer_forward_flops(
+    transformer: FluxTransformer2DModel, image_tokens: int, text_tokens: int, channels: int
+) -> int:
     with torch.device("meta"):
         inputs = {
             "hidden_states": torch.randn(1, image_tokens, channels),
@@ -87,8 +99,11 @@ def main() -> None:
         patch = pixels_per_token // factor
         with torch.device("meta"):
             transformer = FluxTransformer2DModel(
-                **FLUX_TRANSFORMER_PRESETS["flux-2b"], patch_size=1, in_channels=latent_channels * patch**2,
-                joint_attention_dim=T5_XXL_WIDTH, pooled_projection_dim=CLIP_L_WIDTH,
+                **FLUX_TRANSFORMER_PRESETS["flux-2b"],
+                patch_size=1,
+                in_channels=latent_channels * patch**2,
+                joint_attention_dim=T5_XXL_WIDTH,
+                pooled_projection_dim=CLIP_L_WIDTH,
             )
             vae = build_vae().eval()
         parameters[arm] = {
@@ -99,18 +114,22 @@ def main() -> None:
         }
         for resolution in args.resolutions:
             image_tokens = (resolution // pixels_per_token) ** 2
-            forward = transformer_forward_flops(transformer, image_tokens, args.text_tokens, latent_channels * patch**2)
-            rows.append({
-                "arm": arm,
-                "resolution": resolution,
-                "latent_shape": [latent_channels, resolution // factor, resolution // factor],
-                "image_tokens": image_tokens,
-                "sequence_length": image_tokens + args.text_tokens,
-                "transformer_forward_tflops": forward / 1e12,
-                "train_tflops_per_image": 3 * forward / 1e12,
-                "train_tflops_per_image_with_checkpointing": 4 * forward / 1e12,
-                "vae_encode_gflops": vae_encode_flops(vae, resolution) / 1e9,
-            })
+            forward = transformer_forward_flops(
+                transformer, image_tokens, args.text_tokens, latent_channels * patch**2
+            )
+            rows.append(
+                {
+                    "arm": arm,
+                    "resolution": resolution,
+                    "latent_shape": [latent_channels, resolution // factor, resolution // factor],
+                    "image_tokens": image_tokens,
+                    "sequence_length": image_tokens + args.text_tokens,
+                    "transformer_forward_tflops": forward / 1e12,
+                    "train_tflops_per_image": 3 * forward / 1e12,
+                    "train_tflops_per_image_with_checkpointing": 4 * forward / 1e12,
+                    "vae_encode_gflops": vae_encode_flops(vae, resolution) / 1e9,
+                }
+            )
     for row in rows:  # each arm relative to the FLUX VAE arm at the same resolution
         peer = next(r for r in rows if r["resolution"] == row["resolution"] and r["arm"].startswith("FLUX"))
         row["train_flops_vs_flux_arm"] = row["train_tflops_per_image"] / peer["train_tflops_per_image"]
@@ -147,7 +166,9 @@ def _markdown(results: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for arm, counts in results["parameters"].items():
-        lines.append(f"| {arm} | {counts['transformer']:,} | {counts['vae']:,} | {counts['latent_patch_size']} | {counts['transformer_in_channels']} |")
+        lines.append(
+            f"| {arm} | {counts['transformer']:,} | {counts['vae']:,} | {counts['latent_patch_size']} | {counts['transformer_in_channels']} |"
+        )
     lines += [
         "",
         "| arm | resolution | latent | image tokens | sequence | fwd TFLOPs / image | train TFLOPs / image (3x fwd) | "

@@ -56,11 +56,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a source checkout without installing
 
 from diffusers_aligntok import demo
 from diffusers_aligntok.data import ShapesDataset
+
 
 logger = logging.getLogger("toy_reproduction")
 
@@ -118,12 +120,20 @@ class ShapeClassifier(torch.nn.Module):
         super().__init__()
 
         def block(in_channels: int, out_channels: int, stride: int = 1) -> list[torch.nn.Module]:
-            return [torch.nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
-                    torch.nn.GroupNorm(8, out_channels), torch.nn.SiLU()]
+            return [
+                torch.nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+                torch.nn.GroupNorm(8, out_channels),
+                torch.nn.SiLU(),
+            ]
 
         self.layers = torch.nn.Sequential(
-            *block(3, 16), *block(16, 32, stride=2), *block(32, 64, stride=2), *block(64, 64),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, num_classes),
+            *block(3, 16),
+            *block(16, 32, stride=2),
+            *block(32, 64, stride=2),
+            *block(64, 64),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(64, num_classes),
         )
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -190,7 +200,9 @@ class FidFeatureSpaces:
     real_judge_features: np.ndarray
 
     @classmethod
-    def from_real_images(cls, encoder: torch.nn.Module, classifier: ShapeClassifier, images: torch.Tensor) -> "FidFeatureSpaces":
+    def from_real_images(
+        cls, encoder: torch.nn.Module, classifier: ShapeClassifier, images: torch.Tensor
+    ) -> "FidFeatureSpaces":
         return cls(encoder, classifier, encoder_features(encoder, images), judge_features(classifier, images))
 
     def fids(self, images: torch.Tensor) -> dict[str, float]:
@@ -241,11 +253,15 @@ def vf_loss(latents: torch.Tensor, projection: torch.nn.Module, features: torch.
     projected = F.normalize(projection(latents).flatten(2).transpose(1, 2), dim=-1)  # (B, N, D)
     features = F.normalize(features, dim=-1)
     cosine = F.relu(1 - VF_COSINE_MARGIN - (projected * features).sum(-1)).mean()
-    distance = F.relu((projected @ projected.transpose(1, 2) - features @ features.transpose(1, 2)).abs() - VF_DISTANCE_MARGIN).mean()
+    distance = F.relu(
+        (projected @ projected.transpose(1, 2) - features @ features.transpose(1, 2)).abs() - VF_DISTANCE_MARGIN
+    ).mean()
     return cosine + distance
 
 
-def train_conv_vae(output_dir: Path, num_steps: int, seed: int, foundation_encoder: str | None = None) -> dict[str, Any]:
+def train_conv_vae(
+    output_dir: Path, num_steps: int, seed: int, foundation_encoder: str | None = None
+) -> dict[str, Any]:
     """Trains the `vae` arm (or, with `foundation_encoder`, the `vavae` arm) and `save_pretrained`s it.
 
     Same data (`builtin:shapes`, the tokenizer stages' seed, random flips), batch size, optimiser, learning-rate
@@ -261,22 +277,35 @@ def train_conv_vae(output_dir: Path, num_steps: int, seed: int, foundation_encod
     config = load_stage_config(REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", 1)
     vae = build_conv_vae(seed)
     loss_config, optimizer_config = config.loss, config.optimizer
-    reconstruction_loss = ReconstructionLoss(perceptual_network=None, l1_weight=loss_config.l1_weight,
-                                             perceptual_weight=0.0, gan_weight=0.0)
+    reconstruction_loss = ReconstructionLoss(
+        perceptual_network=None, l1_weight=loss_config.l1_weight, perceptual_weight=0.0, gan_weight=0.0
+    )
     parameters = list(vae.parameters())
     encoder = projection = None
     if foundation_encoder is not None:
         encoder = Dinov2Model.from_pretrained(foundation_encoder).eval().requires_grad_(False)
         projection = torch.nn.Conv2d(vae.config.latent_channels, encoder.config.hidden_size, 1)
         parameters += list(projection.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=optimizer_config.learning_rate,
-                                  betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
-                                  weight_decay=optimizer_config.weight_decay)
-    lr_scheduler = get_scheduler(optimizer_config.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=optimizer_config.lr_warmup_steps, num_training_steps=num_steps)
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=optimizer_config.learning_rate,
+        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
+        weight_decay=optimizer_config.weight_decay,
+    )
+    lr_scheduler = get_scheduler(
+        optimizer_config.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=optimizer_config.lr_warmup_steps,
+        num_training_steps=num_steps,
+    )
     dataset = ShapesDataset(num_samples=config.data.num_builtin_samples, resolution=32, seed=seed, random_flip=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.training.train_batch_size, shuffle=True,
-                                         drop_last=True, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.training.train_batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     mean = torch.tensor(demo.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(demo.IMAGENET_STD).view(1, 3, 1, 1)
     step, epoch, logs = 0, 0, {}
@@ -336,24 +365,48 @@ def cache_tokenizer_latents(tokenizer: torch.nn.Module, cache_dir: Path, num_sam
     cache_dir.mkdir(parents=True, exist_ok=True)
     shard = write_shard(cache_dir, 0, {"latents": latents, "latents_flipped": flipped, "labels": labels})
     mean, std = per_channel_statistics([shard])
-    write_metadata(cache_dir, {
-        "tokenizer": {"path": str(cache_dir), "class_name": type(tokenizer).__name__,
-                      "fingerprint": tokenizer_fingerprint(tokenizer), "config": dict(tokenizer.config)},
-        "latent_statistics": {"mean": mean, "std": std, "scaling_factor": 1.0, "source": "measured over this cache"},
-        "latent_shape": list(latents.shape[1:]),
-        "num_samples": num_samples,
-        "num_classes": ShapesDataset.num_classes,
-        "shard_size": num_samples,
-        "flipped": True,
-        "dtype": "float32",
-        "data": {"source": "builtin:shapes", "resolution": 32, "description": f"builtin:shapes (n={num_samples}, seed={seed})"},
-        "skipped_corrupt_images": 0,
-    })
+    write_metadata(
+        cache_dir,
+        {
+            "tokenizer": {
+                "path": str(cache_dir),
+                "class_name": type(tokenizer).__name__,
+                "fingerprint": tokenizer_fingerprint(tokenizer),
+                "config": dict(tokenizer.config),
+            },
+            "latent_statistics": {
+                "mean": mean,
+                "std": std,
+                "scaling_factor": 1.0,
+                "source": "measured over this cache",
+            },
+            "latent_shape": list(latents.shape[1:]),
+            "num_samples": num_samples,
+            "num_classes": ShapesDataset.num_classes,
+            "shard_size": num_samples,
+            "flipped": True,
+            "dtype": "float32",
+            "data": {
+                "source": "builtin:shapes",
+                "resolution": 32,
+                "description": f"builtin:shapes (n={num_samples}, seed={seed})",
+            },
+            "skipped_corrupt_images": 0,
+        },
+    )
     return cache_dir
 
 
 @torch.no_grad()
-def sample_classes(transformer, tokenizer, cache_dir: Path, samples_per_class: int, guidance_scale: float, num_inference_steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_classes(
+    transformer,
+    tokenizer,
+    cache_dir: Path,
+    samples_per_class: int,
+    guidance_scale: float,
+    num_inference_steps: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-conditional samples through `AlignTokDiTPipeline` (the cache's statistics undo the normalisation)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -362,10 +415,17 @@ def sample_classes(transformer, tokenizer, cache_dir: Path, samples_per_class: i
 
     stats = read_metadata(cache_dir)["latent_statistics"]
     tokenizer.register_to_config(latents_mean=stats["mean"], latents_std=stats["std"], scaling_factor=1.0)
-    pipeline = AlignTokDiTPipeline(transformer=transformer.eval(), vae=tokenizer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+    pipeline = AlignTokDiTPipeline(
+        transformer=transformer.eval(), vae=tokenizer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0)
+    )
     labels = torch.arange(ShapesDataset.num_classes).repeat_interleave(samples_per_class)
-    images = pipeline(class_labels=labels.tolist(), guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
-                      generator=torch.Generator().manual_seed(seed), output_type="pt").images
+    images = pipeline(
+        class_labels=labels.tolist(),
+        guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+    ).images
     return images * 2 - 1, labels
 
 
@@ -436,8 +496,15 @@ def train_and_evaluate_dit(
         transformer = LightningDiTTransformer2DModel.from_pretrained(dit_dir / "transformer")
         point: dict[str, Any] = {"step": steps, "loss": metrics["loss_curve"][-1]["loss/velocity_mse"]}
         for name, guidance_scale in (("cfg", demo.GUIDANCE_SCALE), ("no_cfg", 1.0)):
-            samples, labels = sample_classes(transformer, tokenizer, cache_dir, args.num_samples_per_class, guidance_scale,
-                                             args.num_inference_steps, seed)
+            samples, labels = sample_classes(
+                transformer,
+                tokenizer,
+                cache_dir,
+                args.num_samples_per_class,
+                guidance_scale,
+                args.num_inference_steps,
+                seed,
+            )
             fids = feature_spaces.fids(samples)
             point[f"accuracy_{name}"] = classifier_accuracy(classifier, samples, labels)
             point[f"fid_{name}"] = fids["fid"]
@@ -453,7 +520,9 @@ def train_and_evaluate_dit(
     return results, seconds
 
 
-def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, held_out: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+def run_seed(
+    seed: int, args: argparse.Namespace, classifier: ShapeClassifier, held_out: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, Any]:
     """Every arm of one seed: foundation encoder, tokenizers, their metrics, and a DiT per arm evaluated during training."""
     from diffusers import AutoencoderKL
     from transformers import Dinov2Model
@@ -472,8 +541,11 @@ def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, h
     started = time.perf_counter()
     encoder_dir = seed_dir / "foundation_encoder"
     results["foundation_encoder"] = demo.pretrain_toy_foundation_encoder(
-        encoder_dir, demo.scaled_steps(demo.ENCODER_PRETRAINING_STEPS, args.scale, minimum=1), seed=seed)
-    feature_spaces = FidFeatureSpaces.from_real_images(Dinov2Model.from_pretrained(encoder_dir).eval(), classifier, held_out[0])
+        encoder_dir, demo.scaled_steps(demo.ENCODER_PRETRAINING_STEPS, args.scale, minimum=1), seed=seed
+    )
+    feature_spaces = FidFeatureSpaces.from_real_images(
+        Dinov2Model.from_pretrained(encoder_dir).eval(), classifier, held_out[0]
+    )
     results["seconds"]["foundation_encoder"] = time.perf_counter() - started
 
     tokenizers: dict[str, Any] = {}
@@ -489,15 +561,25 @@ def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, h
         if arm in args.arms:
             # Same seed, data order and stage 2-3 budget as the `aligntok` arm: w_sp is the only difference.
             started = time.perf_counter()
-            demo.train_tokenizer_stages(seed_dir / arm, encoder_dir, args.scale, seed=seed, stage1_model=aligntok_dir / "stage1" / "model",
-                                        semantic_preservation_weight=SEMANTIC_PRESERVATION_WEIGHTS[arm])
+            demo.train_tokenizer_stages(
+                seed_dir / arm,
+                encoder_dir,
+                args.scale,
+                seed=seed,
+                stage1_model=aligntok_dir / "stage1" / "model",
+                semantic_preservation_weight=SEMANTIC_PRESERVATION_WEIGHTS[arm],
+            )
             results["seconds"][f"{arm}_stages_2_3"] = time.perf_counter() - started
             tokenizers[arm] = lambda arm=arm: AlignedAutoencoderKL.from_pretrained(seed_dir / arm / "stage3" / "model")
     for arm, alignment_encoder in (("vae", None), ("vavae", encoder_dir)):
         if arm in args.arms:
             started = time.perf_counter()
             results.setdefault("vae_training", {})[arm] = train_conv_vae(
-                seed_dir / arm / "model", tokenizer_steps, seed, None if alignment_encoder is None else str(alignment_encoder))
+                seed_dir / arm / "model",
+                tokenizer_steps,
+                seed,
+                None if alignment_encoder is None else str(alignment_encoder),
+            )
             results["seconds"][f"{arm}_training"] = time.perf_counter() - started
             tokenizers[arm] = lambda arm=arm: AutoencoderKL.from_pretrained(seed_dir / arm / "model")
 
@@ -505,14 +587,18 @@ def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, h
         started = time.perf_counter()
         logger.info(f"seed {seed}, arm {arm}: evaluating the tokenizer")
         tokenizer = tokenizers[arm]().eval()
-        arm_results: dict[str, Any] = evaluate_tokenizer(tokenizer, held_out, classifier, feature_spaces, args.num_probe_images)
+        arm_results: dict[str, Any] = evaluate_tokenizer(
+            tokenizer, held_out, classifier, feature_spaces, args.num_probe_images
+        )
         arm_results["tokenizer_steps"] = tokenizer_steps
         if arm in SEMANTIC_PRESERVATION_WEIGHTS:
             arm_results["semantic_preservation_weight"] = SEMANTIC_PRESERVATION_WEIGHTS[arm]
         results["seconds"][f"{arm}_tokenizer_evaluation"] = time.perf_counter() - started
         arm_results["dit"] = []
         if arm in dit_arms(args):
-            dit_results, dit_seconds = train_and_evaluate_dit(tokenizer, seed_dir / arm, checkpoints, args, seed, classifier, feature_spaces)
+            dit_results, dit_seconds = train_and_evaluate_dit(
+                tokenizer, seed_dir / arm, checkpoints, args, seed, classifier, feature_spaces
+            )
             arm_results.update(dit_results)
             results["seconds"].update({f"{arm}_{name}": value for name, value in dit_seconds.items()})
         results["arms"][arm] = arm_results
@@ -520,7 +606,9 @@ def run_seed(seed: int, args: argparse.Namespace, classifier: ShapeClassifier, h
     return results
 
 
-def _run_seed_in_worker(seed: int, args: argparse.Namespace, classifier_state: dict, held_out: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+def _run_seed_in_worker(
+    seed: int, args: argparse.Namespace, classifier_state: dict, held_out: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, Any]:
     """`run_seed` in a fresh (spawned) process with its own thread count, for `--parallel_seeds`."""
     logging.basicConfig(format=f"%(asctime)s seed {seed} %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -536,10 +624,20 @@ def _run_seed_in_worker(seed: int, args: argparse.Namespace, classifier_state: d
 
 
 def _spread(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "half_range": float((max(values) - min(values)) / 2), "values": [float(v) for v in values]}
+    return {
+        "mean": float(np.mean(values)),
+        "half_range": float((max(values) - min(values)) / 2),
+        "values": [float(v) for v in values],
+    }
 
 
-TOKENIZER_METRICS = ("psnr", "linear_probe_top1", "reconstruction_classifier_accuracy", "reconstruction_fid", "reconstruction_judge_fid")
+TOKENIZER_METRICS = (
+    "psnr",
+    "linear_probe_top1",
+    "reconstruction_classifier_accuracy",
+    "reconstruction_fid",
+    "reconstruction_judge_fid",
+)
 
 
 def summarize(per_seed: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
@@ -551,7 +649,12 @@ def summarize(per_seed: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]
         entry = {key: _spread([run[key] for run in runs]) for key in TOKENIZER_METRICS}
         entry["dit"] = []
         for index, point in enumerate(runs[0]["dit"]):
-            entry["dit"].append({"step": point["step"], **{key: _spread([run["dit"][index][key] for run in runs]) for key in point if key != "step"}})
+            entry["dit"].append(
+                {
+                    "step": point["step"],
+                    **{key: _spread([run["dit"][index][key] for run in runs]) for key in point if key != "step"},
+                }
+            )
         summary[arm] = entry
     return summary
 
@@ -568,21 +671,25 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         "# Toy reproduction of AlignTok's Table 3 (built-in shapes, 32x32, 8x8x8 latents)",
         "",
-        (f"Date: {report['date']} · torch {report['torch_version']} · {report['threads']} thread(s) per process · "
-         f"wall time {report['wall_seconds'] / 60:.1f} min · seeds {report['seeds']} (run {report['parallel_seeds']} at a time) · "
-         f"load average at start {report['load_average_at_start']}"),
+        (
+            f"Date: {report['date']} · torch {report['torch_version']} · {report['threads']} thread(s) per process · "
+            f"wall time {report['wall_seconds'] / 60:.1f} min · seeds {report['seeds']} (run {report['parallel_seeds']} at a time) · "
+            f"load average at start {report['load_average_at_start']}"
+        ),
         "",
         f"Command: `{report['command']}`",
         "",
-        (f"Budget per arm and seed: {report['tokenizer_steps']} tokenizer steps (batch 32), DiT {report['dit_steps']} steps "
-         f"(batch 64) on {report['num_dit_latents']} latents (+ flips). Samples: {report['num_samples_per_class']} per class, "
-         f"{report['num_inference_steps']} Euler steps, CFG {report['guidance_scale']} (all channels) or none. Two FIDs against "
-         f"{report['num_held_out']} held-out real images: in the toy foundation encoder's feature space (CLS token, 96-d; "
-         "the AlignTok and VA-VAE arms align to this encoder, so it may favour them) and in the judge's (its pooled 64-d "
-         "features before the final Linear; no tokenizer saw it). rec.: of those images' reconstructions, the floor a DiT "
-         f"on that latent can reach. Judge: a CNN trained on real shapes only, "
-         f"{report['classifier']['held_out_accuracy'] * 100:.1f}% on held-out real images. "
-         "Numbers are mean ± half the range over seeds (per-seed values in the JSON)."),
+        (
+            f"Budget per arm and seed: {report['tokenizer_steps']} tokenizer steps (batch 32), DiT {report['dit_steps']} steps "
+            f"(batch 64) on {report['num_dit_latents']} latents (+ flips). Samples: {report['num_samples_per_class']} per class, "
+            f"{report['num_inference_steps']} Euler steps, CFG {report['guidance_scale']} (all channels) or none. Two FIDs against "
+            f"{report['num_held_out']} held-out real images: in the toy foundation encoder's feature space (CLS token, 96-d; "
+            "the AlignTok and VA-VAE arms align to this encoder, so it may favour them) and in the judge's (its pooled 64-d "
+            "features before the final Linear; no tokenizer saw it). rec.: of those images' reconstructions, the floor a DiT "
+            f"on that latent can reach. Judge: a CNN trained on real shapes only, "
+            f"{report['classifier']['held_out_accuracy'] * 100:.1f}% on held-out real images. "
+            "Numbers are mean ± half the range over seeds (per-seed values in the JSON)."
+        ),
         "",
         "## Tokenizers",
         "",
@@ -598,7 +705,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         )
     if with_dit:
         lines += [
-            "", "## DiT on each latent, at each evaluated step", "",
+            "",
+            "## DiT on each latent, at each evaluated step",
+            "",
             "| arm | DiT step | judge acc., CFG (%) | judge acc., no CFG (%) | FID toy encoder, CFG | FID judge, CFG | "
             "FID toy encoder, no CFG | FID judge, no CFG | velocity MSE |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -618,7 +727,9 @@ def markdown_report(report: dict[str, Any]) -> str:
     sweep = [arm for arm in SEMANTIC_PRESERVATION_WEIGHTS if arm in arms]
     if sweep:
         lines += [
-            "", "## Semantic-preservation weight w_sp (stages 2-3 from one stage-1 model per seed)", "",
+            "",
+            "## Semantic-preservation weight w_sp (stages 2-3 from one stage-1 model per seed)",
+            "",
             "| w_sp | arm | latent linear probe (%) | paper's linear probe (%) | rec. PSNR (dB) | judge on recon. (%) | "
             "rec. FID, toy encoder | rec. FID, judge |",
             "|---|---|---|---|---|---|---|---|",
@@ -638,23 +749,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    add("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS),
-        help="Default: all. A sweep arm (aligntok_wsp*) also trains the aligntok run whose stage-1 model it starts from.")
-    add("--sweep_dit", action="store_true",
-        help=f"Also train and evaluate a DiT on the w_sp sweep arms ({', '.join(SWEEP_ARMS)}): ~5 CPU minutes per arm and seed.")
+    add(
+        "--arms",
+        nargs="+",
+        default=DEFAULT_ARMS,
+        choices=list(ARMS),
+        help="Default: all. A sweep arm (aligntok_wsp*) also trains the aligntok run whose stage-1 model it starts from.",
+    )
+    add(
+        "--sweep_dit",
+        action="store_true",
+        help=f"Also train and evaluate a DiT on the w_sp sweep arms ({', '.join(SWEEP_ARMS)}): ~5 CPU minutes per arm and seed.",
+    )
     add("--scale", type=float, default=1.0, help="Multiplies every training step count (0.02 for a smoke run).")
     add("--dit_steps", type=int, default=demo.DIT_STEPS, help="DiT steps at --scale 1 (default: the demo's).")
     add("--dit_eval_fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    add("--num_samples_per_class", type=int, default=20, help="Class-conditional samples per class and evaluated step.")
+    add(
+        "--num_samples_per_class", type=int, default=20, help="Class-conditional samples per class and evaluated step."
+    )
     add("--num_inference_steps", type=int, default=demo.NUM_INFERENCE_STEPS, help="Euler steps (default: the demo's).")
-    add("--num_dit_latents", type=int, default=demo.NUM_DIT_LATENTS, help="Images the DiT trains on (default: the demo's).")
+    add(
+        "--num_dit_latents",
+        type=int,
+        default=demo.NUM_DIT_LATENTS,
+        help="Images the DiT trains on (default: the demo's).",
+    )
     add("--num_held_out", type=int, default=1000, help="Held-out real images: FID reference and reconstruction set.")
     add("--num_probe_images", type=int, default=1000, help="Held-out images of the latent linear probe.")
     add("--classifier_steps", type=int, default=600)
     add("--threads", type=int, default=1, help="torch threads per process.")
-    add("--parallel_seeds", type=int, default=3,
+    add(
+        "--parallel_seeds",
+        type=int,
+        default=3,
         help="Seeds run at once, one process each (1: one after another). Default 3: on 2 cores, three single-threaded "
-             "processes share the cores and finish together in ~1.5x one seed's time, where 2 + 1 would take 2x.")
+        "processes share the cores and finish together in ~1.5x one seed's time, where 2 + 1 would take 2x.",
+    )
     add("--output_dir", default="runs/toy_reproduction")
     add("--results_dir", default=str(REPO_ROOT / "benchmarks" / "results"))
     return parser.parse_args(argv)
@@ -678,7 +808,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.parallel_seeds, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_seed_in_worker, seed, args, classifier.state_dict(), held_out) for seed in args.seeds]
+            futures = [
+                pool.submit(_run_seed_in_worker, seed, args, classifier.state_dict(), held_out) for seed in args.seeds
+            ]
             per_seed = [future.result() for future in futures]
     else:
         per_seed = [run_seed(seed, args, classifier, held_out) for seed in args.seeds]
@@ -695,7 +827,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         "arms": args.arms,
         "dit_arms": dit_arms(args),
-        "semantic_preservation_weights": {arm: weight for arm, weight in SEMANTIC_PRESERVATION_WEIGHTS.items() if arm in args.arms},
+        "semantic_preservation_weights": {
+            arm: weight for arm, weight in SEMANTIC_PRESERVATION_WEIGHTS.items() if arm in args.arms
+        },
         "paper_linear_probe_top1": {str(weight): top1 for weight, top1 in PAPER_LINEAR_PROBE_TOP1.items()},
         "scale": args.scale,
         "tokenizer_steps": sum(demo.scaled_steps(steps, args.scale) for steps in demo.STAGE_STEPS.values()),

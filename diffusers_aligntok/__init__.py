@@ -11,15 +11,18 @@ modules that need them.
 from diffusers import ModelMixin
 from diffusers.pipelines import pipeline_loading_utils
 
-pipeline_loading_utils.LOADABLE_CLASSES.setdefault("diffusers_aligntok", {"ModelMixin": ["save_pretrained", "from_pretrained"]})
+
+pipeline_loading_utils.LOADABLE_CLASSES.setdefault(
+    "diffusers_aligntok", {"ModelMixin": ["save_pretrained", "from_pretrained"]}
+)
 
 from .models import (
+    DIT_PRESETS,
     FOUNDATION_ENCODERS,
     PRESETS,
     AlignedAutoencoderKL,
     AlignTokPreset,
     DeterministicLatentDistribution,
-    DIT_PRESETS,
     LightningDiTTransformer2DModel,
     get_preset,
 )

@@ -27,13 +27,21 @@ from typing import Any
 import torch
 import yaml
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("aligntok.demo")
 
 # The toy foundation encoder: a 4-layer DINOv2-type ViT with patch 4 on 32x32 images (an 8x8 patch grid = the f4
 # latent grid of the demo tokenizer, so no resizing happens).
-TOY_ENCODER_CONFIG = {"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 4, "patch_size": 4,
-                      "image_size": 32, "mlp_ratio": 2, "use_mask_token": False}
+TOY_ENCODER_CONFIG = {
+    "hidden_size": 96,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "patch_size": 4,
+    "image_size": 32,
+    "mlp_ratio": 2,
+    "use_mask_token": False,
+}
 # DINOv2 normalises inputs with ImageNet statistics; AlignedAutoencoderKL does the same before calling it.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,8 +117,12 @@ def pretrain_toy_foundation_encoder(output_dir: Path, num_steps: int, resolution
         predictions = head(toy_encoder_features(encoder, held_out_images)).argmax(-1)
         held_out_accuracy = float((predictions == held_out_labels).float().mean())
     encoder.save_pretrained(output_dir)
-    return {"steps": num_steps, "final_loss": float(loss.detach()), "train_accuracy_ema": accuracy,
-            "held_out_accuracy": held_out_accuracy}
+    return {
+        "steps": num_steps,
+        "final_loss": float(loss.detach()),
+        "train_accuracy_ema": accuracy,
+        "held_out_accuracy": held_out_accuracy,
+    }
 
 
 def _load_autoencoder(tokenizer: str | Path | torch.nn.Module) -> torch.nn.Module:
@@ -123,7 +135,9 @@ def _load_autoencoder(tokenizer: str | Path | torch.nn.Module) -> torch.nn.Modul
 
 
 @torch.no_grad()
-def latent_linear_probe(tokenizer: str | Path | torch.nn.Module, num_images: int = 1000, seed: int = HELD_OUT_SEED) -> float:
+def latent_linear_probe(
+    tokenizer: str | Path | torch.nn.Module, num_images: int = 1000, seed: int = HELD_OUT_SEED
+) -> float:
     """Linear-probe accuracy of a tokenizer's latent on held-out built-in images (evaluation.linear_probe).
 
     `tokenizer` is a saved `AlignedAutoencoderKL` directory or any autoencoder with diffusers' `encode` interface.
@@ -148,7 +162,9 @@ def _save_enlarged(grid, path: Path, factor: int = 3) -> None:
 
 
 @torch.no_grad()
-def held_out_reconstructions(stage_dirs: dict[int, Path], grid_path: Path, num_images: int = 200, seed: int = HELD_OUT_SEED) -> dict[int, float]:
+def held_out_reconstructions(
+    stage_dirs: dict[int, Path], grid_path: Path, num_images: int = 200, seed: int = HELD_OUT_SEED
+) -> dict[int, float]:
     """Each stage's tokenizer on the same held-out built-in images (never trained on): mean PSNR per stage, and one PNG
     of the first ten (one per class), originals in the top row, then one row per stage."""
     from .data import ShapesDataset
@@ -176,8 +192,11 @@ def save_class_grid(pipeline_dir: Path, path: Path, samples_per_class: int, guid
     rows = []
     for label in range(num_classes):
         images = pipeline(
-            class_labels=[label] * samples_per_class, guidance_scale=guidance_scale, num_inference_steps=steps,
-            generator=torch.Generator().manual_seed(label), output_type="pt",
+            class_labels=[label] * samples_per_class,
+            guidance_scale=guidance_scale,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(label),
+            output_type="pt",
         ).images
         rows.append(images * 2 - 1)
     _save_enlarged(image_grid(rows), path)
@@ -220,15 +239,25 @@ def train_tokenizer_stages(
     Returns each trained stage's `metrics.json`.
     """
     train_stage, _, _ = _training_scripts()
-    updates: dict[str, Any] = {"common.model.foundation_encoder": str(foundation_encoder), "common.training.seed": seed}
-    updates.update({f"stages.{stage}.training.max_train_steps": scaled_steps(steps, scale) for stage, steps in STAGE_STEPS.items()})
+    updates: dict[str, Any] = {
+        "common.model.foundation_encoder": str(foundation_encoder),
+        "common.training.seed": seed,
+    }
+    updates.update(
+        {
+            f"stages.{stage}.training.max_train_steps": scaled_steps(steps, scale)
+            for stage, steps in STAGE_STEPS.items()
+        }
+    )
     if semantic_preservation_weight is not None:
         updates["stages.2.loss.semantic_preservation_weight"] = semantic_preservation_weight
     stages = list(STAGE_STEPS)
     if stage1_model is not None:
         updates["stages.2.model.init_from"] = str(stage1_model)
         stages = [stage for stage in stages if stage != 1]
-    config = _write_config(REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", output_dir / "configs" / "tokenizer.yaml", updates)
+    config = _write_config(
+        REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", output_dir / "configs" / "tokenizer.yaml", updates
+    )
     # One call per stage when stage 1 is skipped: `--stage all` would train it again.
     for stage in ["all"] if stage1_model is None else stages:
         train_stage.main(["--config", str(config), "--stage", str(stage), "--output_dir", str(output_dir)])
@@ -249,12 +278,16 @@ def train_class_conditional_dit(
     checkpoint in `output_dir` up to `max_train_steps` (how the benchmark measures the DiT at intermediate steps).
     """
     _, _, train_dit = _training_scripts()
-    config = _write_config(REPO_ROOT / "training" / "configs" / "dit_demo_cpu.yaml", output_dir / "dit.yaml", {
-        "data.cache_dir": str(cache_dir),
-        "validation.tokenizer": str(tokenizer_dir) if tokenizer_dir is not None else None,
-        "training.max_train_steps": max_train_steps,
-        "training.seed": seed,
-    })
+    config = _write_config(
+        REPO_ROOT / "training" / "configs" / "dit_demo_cpu.yaml",
+        output_dir / "dit.yaml",
+        {
+            "data.cache_dir": str(cache_dir),
+            "validation.tokenizer": str(tokenizer_dir) if tokenizer_dir is not None else None,
+            "training.max_train_steps": max_train_steps,
+            "training.seed": seed,
+        },
+    )
     argv = ["--config", str(config), "--output_dir", str(output_dir)]
     return train_dit.main(argv + (["--resume_from_checkpoint", "latest"] if resume else []))
 
@@ -268,8 +301,12 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
     if foundation_encoder is None:
         foundation_encoder = str(output_dir / "foundation_encoder")
         logger.info(f"Pretraining the toy foundation encoder ({encoder_steps} steps) -> {foundation_encoder}")
-        metrics["foundation_encoder"] = {"path": foundation_encoder, "pretraining": pretrain_toy_foundation_encoder(
-            Path(foundation_encoder), scaled_steps(encoder_steps, scale, minimum=1))}
+        metrics["foundation_encoder"] = {
+            "path": foundation_encoder,
+            "pretraining": pretrain_toy_foundation_encoder(
+                Path(foundation_encoder), scaled_steps(encoder_steps, scale, minimum=1)
+            ),
+        }
     else:
         metrics["foundation_encoder"] = {"path": foundation_encoder, "pretraining": "given"}
     timings["foundation_encoder"] = time.perf_counter() - started
@@ -292,12 +329,34 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
     dit_started = time.perf_counter()
     tokenizer_dir = output_dir / "stage3" / "model"
     cache_dir = output_dir / "latent_cache"
-    cache_latents.main(["--tokenizer", str(tokenizer_dir), "--data", "builtin:shapes", "--resolution", "32",
-                        "--num_builtin_samples", str(NUM_DIT_LATENTS), "--shard_size", "2048", "--batch_size", "128",
-                        "--output_dir", str(cache_dir)])
-    dit_metrics = train_class_conditional_dit(cache_dir, output_dir / "dit", scaled_steps(DIT_STEPS, scale), tokenizer_dir)
-    save_class_grid(output_dir / "dit" / "pipeline", output_dir / "samples.png", samples_per_class=8,
-                    guidance_scale=GUIDANCE_SCALE, steps=NUM_INFERENCE_STEPS)
+    cache_latents.main(
+        [
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--data",
+            "builtin:shapes",
+            "--resolution",
+            "32",
+            "--num_builtin_samples",
+            str(NUM_DIT_LATENTS),
+            "--shard_size",
+            "2048",
+            "--batch_size",
+            "128",
+            "--output_dir",
+            str(cache_dir),
+        ]
+    )
+    dit_metrics = train_class_conditional_dit(
+        cache_dir, output_dir / "dit", scaled_steps(DIT_STEPS, scale), tokenizer_dir
+    )
+    save_class_grid(
+        output_dir / "dit" / "pipeline",
+        output_dir / "samples.png",
+        samples_per_class=8,
+        guidance_scale=GUIDANCE_SCALE,
+        steps=NUM_INFERENCE_STEPS,
+    )
     timings["dit"] = time.perf_counter() - dit_started
     curve = dit_metrics["loss_curve"]
     metrics["dit"] = {
@@ -317,8 +376,11 @@ def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="runs/demo")
-    parser.add_argument("--foundation_encoder", default=None,
-                        help="Hub id or local directory of a pretrained encoder instead of the demo's toy one.")
+    parser.add_argument(
+        "--foundation_encoder",
+        default=None,
+        help="Hub id or local directory of a pretrained encoder instead of the demo's toy one.",
+    )
     parser.add_argument("--encoder_pretraining_steps", type=int, default=ENCODER_PRETRAINING_STEPS)
     parser.add_argument("--scale", type=float, default=1.0, help="Multiplies every step count (0.05 for a smoke run).")
     args = parser.parse_args(argv)
@@ -327,8 +389,17 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default demo needs nothing from a hub
     metrics = run_demo(Path(args.output_dir), args.foundation_encoder, args.encoder_pretraining_steps, args.scale)
     summary = {stage: {k: round(v, 3) for k, v in values.items()} for stage, values in metrics["stages"].items()}
-    print(json.dumps({"stages": summary, "dit_loss": [metrics["dit"]["loss_first"], metrics["dit"]["loss_last"]],
-                      "seconds": metrics["seconds"], "output_dir": metrics["output_dir"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "stages": summary,
+                "dit_loss": [metrics["dit"]["loss_first"], metrics["dit"]["loss_last"]],
+                "seconds": metrics["seconds"],
+                "output_dir": metrics["output_dir"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

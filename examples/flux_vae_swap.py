@@ -24,7 +24,10 @@ import argparse
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 
-from diffusers_aligntok import AlignedAutoencoderKL, AlignTokFluxPipeline  # import before loading pipelines naming them
+from diffusers_aligntok import (  # import before loading pipelines naming them
+    AlignedAutoencoderKL,
+    AlignTokFluxPipeline,
+)
 from diffusers_aligntok.pipelines import latent_patch_size
 
 
@@ -89,8 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         generator=torch.Generator("cpu").manual_seed(args.seed),
     ).images[0]
     image.save(args.output)
-    print(f"Saved {image.size[0]}x{image.size[1]} image to {args.output} (VAE: {type(pipe.vae).__name__}, "
-          f"f={pipe.vae_scale_factor}, {pipe.vae.config.latent_channels} latent channels)")
+    print(
+        f"Saved {image.size[0]}x{image.size[1]} image to {args.output} (VAE: {type(pipe.vae).__name__}, "
+        f"f={pipe.vae_scale_factor}, {pipe.vae.config.latent_channels} latent channels)"
+    )
 
 
 if __name__ == "__main__":

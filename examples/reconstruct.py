@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         name = os.path.splitext(os.path.basename(path))[0]
         output_path = os.path.join(args.output_dir, f"{name}_reconstruction.png")
         processor.postprocess(side_by_side * 2 - 1, output_type="pil")[0].save(output_path)
-        print(f"{path}: {pixels.shape[-2]}x{pixels.shape[-1]} -> latent {tuple(latents.shape[1:])}, "
-              f"PSNR {psnr(original, reconstruction):.2f} dB -> {output_path}")
+        print(
+            f"{path}: {pixels.shape[-2]}x{pixels.shape[-1]} -> latent {tuple(latents.shape[1:])}, "
+            f"PSNR {psnr(original, reconstruction):.2f} dB -> {output_path}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--pipeline", required=True, help="A pipeline directory saved by train_dit.py (or a hub id).")
-    add("--class_labels", type=int, nargs="+", default=None,
-        help="Class ids, one image each. Default: DiT's 8 sample classes for 1000 classes, else the first 8 classes.")
+    add(
+        "--class_labels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="Class ids, one image each. Default: DiT's 8 sample classes for 1000 classes, else the first 8 classes.",
+    )
     add("--guidance_scale", type=float, default=4.0, help="Classifier-free guidance scale (1 disables it).")
     add("--steps", type=int, default=50, help="Euler steps (model evaluations; LightningDiT's 250 grid points = 249).")
     add("--seed", type=int, default=0)
@@ -46,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     pipe = DiffusionPipeline.from_pretrained(args.pipeline, dtype=dtype).to(args.device)
     num_classes = pipe.transformer.config.num_classes
-    labels = args.class_labels or (IMAGENET_SAMPLE_CLASSES if num_classes == 1000 else list(range(min(8, num_classes))))
+    labels = args.class_labels or (
+        IMAGENET_SAMPLE_CLASSES if num_classes == 1000 else list(range(min(8, num_classes)))
+    )
     images = pipe(
         class_labels=labels,
         guidance_scale=args.guidance_scale,
@@ -56,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     ).images
     grid = image_grid([images.float() * 2 - 1])
     grid.save(args.output)
-    print(f"Saved {len(labels)} samples (classes {labels}, {images.shape[-1]}x{images.shape[-2]}, guidance "
-          f"{args.guidance_scale}, {args.steps} steps, {type(pipe).__name__}) to {args.output}")
+    print(
+        f"Saved {len(labels)} samples (classes {labels}, {images.shape[-1]}x{images.shape[-2]}, guidance "
+        f"{args.guidance_scale}, {args.steps} steps, {type(pipe).__name__}) to {args.output}"
+    )
 
 
 if __name__ == "__main__":

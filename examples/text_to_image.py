@@ -46,8 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     row = []
     for bucket in buckets:
         image = pipe(
-            args.prompt, height=bucket.height, width=bucket.width, num_inference_steps=args.steps,
-            generator=torch.Generator("cpu").manual_seed(args.seed), output_type="pt", **guidance,
+            args.prompt,
+            height=bucket.height,
+            width=bucket.width,
+            num_inference_steps=args.steps,
+            generator=torch.Generator("cpu").manual_seed(args.seed),
+            output_type="pt",
+            **guidance,
         ).images
         assert image.shape[-2:] == (bucket.height, bucket.width)
         print(f"{bucket}: generated")
@@ -56,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     height, width = max(r.shape[-2] for r in row), max(r.shape[-1] for r in row)
     row = [torch.nn.functional.pad(r, (0, width - r.shape[-1], 0, height - r.shape[-2]), value=1.0) for r in row]
     image_grid([torch.cat(row)]).save(args.output)
-    print(f"Saved {len(buckets)} buckets ({type(pipe).__name__}, VAE {type(pipe.vae).__name__}, patch {patch}) to {args.output}")
+    print(
+        f"Saved {len(buckets)} buckets ({type(pipe).__name__}, VAE {type(pipe.vae).__name__}, patch {patch}) to {args.output}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import os
 
+
 # Set before transformers/diffusers/huggingface_hub are imported, so a stray download fails fast instead of hanging.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"

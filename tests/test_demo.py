@@ -13,7 +13,9 @@ def test_demo_runs_end_to_end_and_writes_every_output(tmp_path):
     output_dir = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "diffusers_aligntok.demo", "--output_dir", str(output_dir), "--scale", "0.01"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output_dir / "demo_metrics.json").read_text())

@@ -45,28 +45,54 @@ def test_reconstruct_a_local_tokenizer(tmp_path):
     torch.manual_seed(0)
     AlignedAutoencoderKL.from_preset("tiny").save_pretrained(tmp_path / "tokenizer")
     synthetic_test_image(32, 48).save(tmp_path / "input.png")
-    load_example("reconstruct").main([str(tmp_path / "input.png"), "--model", str(tmp_path / "tokenizer"),
-                                      "--output_dir", str(tmp_path / "out")])
+    load_example("reconstruct").main(
+        [str(tmp_path / "input.png"), "--model", str(tmp_path / "tokenizer"), "--output_dir", str(tmp_path / "out")]
+    )
     # The original and its reconstruction side by side.
     assert Image.open(tmp_path / "out" / "input_reconstruction.png").size == (2 * 48, 32)
 
 
 def test_flux_vae_swap_from_local_directories(tmp_path, flux_pipeline_dir):
     output = tmp_path / "swap.png"
-    load_example("flux_vae_swap").main([
-        "--pretrained_model", str(flux_pipeline_dir), "--aligntok_vae", str(flux_pipeline_dir / "vae"),
-        "--transformer", str(flux_pipeline_dir), "--transformer_subfolder", "transformer",
-        "--height", "32", "--width", "48", "--steps", "2", "--output", str(output),
-    ])
+    load_example("flux_vae_swap").main(
+        [
+            "--pretrained_model",
+            str(flux_pipeline_dir),
+            "--aligntok_vae",
+            str(flux_pipeline_dir / "vae"),
+            "--transformer",
+            str(flux_pipeline_dir),
+            "--transformer_subfolder",
+            "transformer",
+            "--height",
+            "32",
+            "--width",
+            "48",
+            "--steps",
+            "2",
+            "--output",
+            str(output),
+        ]
+    )
     assert Image.open(output).size == (48, 32)
 
 
 def test_text_to_image_from_a_local_pipeline(tmp_path, flux_pipeline_dir):
     output = tmp_path / "buckets.png"
-    load_example("text_to_image").main([
-        "--pipeline", str(flux_pipeline_dir), "--resolution", "32", "--aspect_ratios", "1:1", "--steps", "2",
-        "--output", str(output),
-    ])
+    load_example("text_to_image").main(
+        [
+            "--pipeline",
+            str(flux_pipeline_dir),
+            "--resolution",
+            "32",
+            "--aspect_ratios",
+            "1:1",
+            "--steps",
+            "2",
+            "--output",
+            str(output),
+        ]
+    )
     assert Image.open(output).size == grid_size(1, 32, 32)
 
 
@@ -75,10 +101,14 @@ def dit_pipeline_dir(tmp_path_factory) -> Path:
     """A tiny AlignTokDiTPipeline (2-layer DiT, 10 classes, on the tiny tokenizer's 8x8x8 latents of 32x32 images)."""
     path = tmp_path_factory.mktemp("dit_pipeline")
     torch.manual_seed(0)
-    transformer = LightningDiTTransformer2DModel(sample_size=8, in_channels=8, hidden_size=32, num_layers=2,
-                                                 num_attention_heads=2, num_classes=10)
-    pipeline = AlignTokDiTPipeline(transformer=transformer, vae=AlignedAutoencoderKL.from_preset("tiny"),
-                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=2.0))
+    transformer = LightningDiTTransformer2DModel(
+        sample_size=8, in_channels=8, hidden_size=32, num_layers=2, num_attention_heads=2, num_classes=10
+    )
+    pipeline = AlignTokDiTPipeline(
+        transformer=transformer,
+        vae=AlignedAutoencoderKL.from_preset("tiny"),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=2.0),
+    )
     pipeline.save_pretrained(path)
     return path
 
@@ -87,9 +117,20 @@ def dit_pipeline_dir(tmp_path_factory) -> Path:
 def test_sample_dit_from_a_local_pipeline(tmp_path, dit_pipeline_dir, labels):
     output = tmp_path / "samples.png"
     label_args = ["--class_labels", *labels] if labels else []
-    load_example("sample_dit").main([
-        "--pipeline", str(dit_pipeline_dir), *label_args, "--guidance_scale", "2.0", "--steps", "2", "--seed", "1",
-        "--output", str(output),
-    ])
+    load_example("sample_dit").main(
+        [
+            "--pipeline",
+            str(dit_pipeline_dir),
+            *label_args,
+            "--guidance_scale",
+            "2.0",
+            "--steps",
+            "2",
+            "--seed",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
     # One 32x32 image per label; a 10-class pipeline without labels samples its first 8 classes.
     assert Image.open(output).size == grid_size(len(labels) or 8, 32, 32)

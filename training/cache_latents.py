@@ -47,8 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--shard_size", type=int, default=4096, help="Items per shard file.")
     parser.add_argument("--no_flip", action="store_true", help="Do not also cache horizontally flipped latents.")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="Storage dtype of the latents (bfloat16 halves the disk; DiT training runs in bf16).")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="Storage dtype of the latents (bfloat16 halves the disk; DiT training runs in bf16).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -64,8 +68,14 @@ def main(argv: list[str] | None = None) -> Path:
     with accelerator.main_process_first():
         dataset = build_image_dataset(
             ImageDatasetConfig(
-                source=args.data, split=args.split, resolution=args.resolution, center_crop=True, random_flip=False,
-                max_samples=args.max_samples, num_builtin_samples=args.num_builtin_samples, seed=args.seed,
+                source=args.data,
+                split=args.split,
+                resolution=args.resolution,
+                center_crop=True,
+                random_flip=False,
+                max_samples=args.max_samples,
+                num_builtin_samples=args.num_builtin_samples,
+                seed=args.seed,
             )
         )
     if getattr(dataset, "num_classes", None) is None:
@@ -77,7 +87,9 @@ def main(argv: list[str] | None = None) -> Path:
     my_shards = [k for k in range(num_shards) if k % accelerator.num_processes == accelerator.process_index]
     todo = [k for k in my_shards if not shard_path(output_dir, k).is_file()]
     if len(todo) < len(my_shards):
-        logger.info(f"Rank {accelerator.process_index}: {len(my_shards) - len(todo)} shards already cached; skipping them.")
+        logger.info(
+            f"Rank {accelerator.process_index}: {len(my_shards) - len(todo)} shards already cached; skipping them."
+        )
     num_skipped = 0
     for shard_index in tqdm(todo, desc="shards", disable=not accelerator.is_local_main_process):
         indices = range(shard_index * args.shard_size, min((shard_index + 1) * args.shard_size, len(dataset)))
@@ -121,8 +133,13 @@ def main(argv: list[str] | None = None) -> Path:
                 "shard_size": args.shard_size,
                 "flipped": not args.no_flip,
                 "dtype": args.dtype,
-                "data": {"source": args.data, "split": args.split, "resolution": args.resolution, "center_crop": True,
-                         "description": getattr(dataset, "source_description", args.data)},
+                "data": {
+                    "source": args.data,
+                    "split": args.split,
+                    "resolution": args.resolution,
+                    "center_crop": True,
+                    "description": getattr(dataset, "source_description", args.data),
+                },
                 "skipped_corrupt_images": num_skipped,
             },
         )

@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="Tokenizer directory (or hub id without --write).")
     parser.add_argument("--data", default="builtin:shapes", help="Image folder, shards, hub id or builtin:shapes.")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--resolution", type=int, default=None, help="Centre-crop size (default: the model's sample_size).")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="Centre-crop size (default: the model's sample_size)."
+    )
     parser.add_argument("--num_samples", type=int, default=10_000)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_workers", type=int, default=0)
@@ -74,28 +76,41 @@ def main(argv: list[str] | None = None) -> dict:
         )
     summary = {
         "model": args.model,
-        "data": {"source": args.data, "split": args.split, "resolution": resolution, "crop": "center",
-                 "description": getattr(dataset, "source_description", args.data)},
+        "data": {
+            "source": args.data,
+            "split": args.split,
+            "resolution": resolution,
+            "crop": "center",
+            "description": getattr(dataset, "source_description", args.data),
+        },
         "statistics": statistics.to_dict(),
         "written": None,
     }
     if accelerator.is_main_process:
         values = summary["statistics"]
-        print(f"Latent statistics of {adapter.name} over {values['num_images']} images ({summary['data']['description']}):")
+        print(
+            f"Latent statistics of {adapter.name} over {values['num_images']} images ({summary['data']['description']}):"
+        )
         print(f"  latents_mean   = {[round(value, 6) for value in values['latents_mean']]}")
         print(f"  latents_std    = {[round(value, 6) for value in values['latents_std']]}")
         print(f"  shift_factor   = {values['shift_factor']:.6f}   (global mean; FLUX-style pipelines subtract it)")
         print(f"  scaling_factor = {values['scaling_factor']:.6f}   (1 / global std {values['global_std']:.6f})")
         if args.write:
-            summary["written"] = {"normalization": args.normalization,
-                                  "fields": write_latent_statistics(args.model, statistics, args.normalization)}
+            summary["written"] = {
+                "normalization": args.normalization,
+                "fields": write_latent_statistics(args.model, statistics, args.normalization),
+            }
             print(f"Wrote {args.normalization} normalisation to {args.model}: {summary['written']['fields']}")
             if args.normalization == "per-channel":
-                print("  FLUX/SD3 pipelines read only shift_factor/scaling_factor (now 0.0/1.0): for a FluxPipeline, "
-                      "rerun with --normalization global.")
+                print(
+                    "  FLUX/SD3 pipelines read only shift_factor/scaling_factor (now 0.0/1.0): for a FluxPipeline, "
+                    "rerun with --normalization global."
+                )
         else:
-            print(f"Not written (pass --write). --normalization {args.normalization} would write: "
-                  f"{latent_normalization_config(statistics, args.normalization)}")
+            print(
+                f"Not written (pass --write). --normalization {args.normalization} would write: "
+                f"{latent_normalization_config(statistics, args.normalization)}"
+            )
         if args.output_json:
             Path(args.output_json).write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()

@@ -47,6 +47,7 @@ import logging
 import sys
 from pathlib import Path
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
 from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS, INCEPTION_MODES  # noqa: E402
@@ -63,7 +64,9 @@ def _scales(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--cfg_sweep takes comma-separated numbers like 1.0,1.5,2.0, got {text!r}.") from error
+        raise argparse.ArgumentTypeError(
+            f"--cfg_sweep takes comma-separated numbers like 1.0,1.5,2.0, got {text!r}."
+        ) from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,60 +75,131 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline", required=True, help="Saved AlignTokDiTPipeline directory (or hub id).")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_samples", type=int, default=defaults.num_samples)
-    parser.add_argument("--batch_size", type=int, default=defaults.batch_size, help="Samples per pipeline call per process.")
-    parser.add_argument("--samples_per_chunk", type=int, default=defaults.samples_per_chunk,
-                        help="Samples per chunk file: the unit of work, resume and process assignment.")
-    parser.add_argument("--num_inference_steps", type=int, default=defaults.num_inference_steps,
-                        help="Default 250, LightningDiT's FID setting (fewer steps raise the FID).")
+    parser.add_argument(
+        "--batch_size", type=int, default=defaults.batch_size, help="Samples per pipeline call per process."
+    )
+    parser.add_argument(
+        "--samples_per_chunk",
+        type=int,
+        default=defaults.samples_per_chunk,
+        help="Samples per chunk file: the unit of work, resume and process assignment.",
+    )
+    parser.add_argument(
+        "--num_inference_steps",
+        type=int,
+        default=defaults.num_inference_steps,
+        help="Default 250, LightningDiT's FID setting (fewer steps raise the FID).",
+    )
     parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS)
     parser.add_argument("--shift", type=float, default=None, help="Timestep shift; default: the pipeline scheduler's.")
     guidance = parser.add_mutually_exclusive_group()
-    guidance.add_argument("--guidance_scale", type=float, default=defaults.guidance_scale,
-                          help="CFG scale on all latent channels (1.0: no guidance).")
-    guidance.add_argument("--cfg_sweep", type=_scales, default=None,
-                          help="Comma-separated CFG scales to evaluate in turn; the lowest gFID is reported as best.")
-    parser.add_argument("--guidance_interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        default=list(defaults.guidance_interval),
-                        help="Noise levels (sigma, 1 = pure noise) between which guidance is applied.")
-    parser.add_argument("--guidance_channels", type=int, default=None,
-                        help="Passed to the pipeline call only when given: leading latent channels to guide (where the "
-                        "pipeline supports it). Default: the pipeline's own (all channels).")
+    guidance.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=defaults.guidance_scale,
+        help="CFG scale on all latent channels (1.0: no guidance).",
+    )
+    guidance.add_argument(
+        "--cfg_sweep",
+        type=_scales,
+        default=None,
+        help="Comma-separated CFG scales to evaluate in turn; the lowest gFID is reported as best.",
+    )
+    parser.add_argument(
+        "--guidance_interval",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=list(defaults.guidance_interval),
+        help="Noise levels (sigma, 1 = pure noise) between which guidance is applied.",
+    )
+    parser.add_argument(
+        "--guidance_channels",
+        type=int,
+        default=None,
+        help="Passed to the pipeline call only when given: leading latent channels to guide (where the "
+        "pipeline supports it). Default: the pipeline's own (all channels).",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="Seed of the sample plan (labels and noise).")
-    parser.add_argument("--label_sampling", default=defaults.label_sampling, choices=LABEL_SAMPLINGS + ("uniform",),
-                        help="balanced (default): num_samples / num_classes per class (must divide), lower variance; "
-                        "random: i.i.d. uniform labels as ADM / LightningDiT draw them (for published tables); "
-                        "uniform: old name of random.")
-    parser.add_argument("--num_classes", type=int, default=None,
-                        help="Expected number of classes; must match the transformer's (default: the transformer's).")
-    parser.add_argument("--reference", default=defaults.reference,
-                        help="An .npz with mu/sigma (and optionally arr_0 images), or a data source (hub id, image "
-                        "folder, shards, builtin:shapes). Default: ImageNet.")
-    parser.add_argument("--reference_npz_statistics", default=defaults.reference_npz_statistics,
-                        choices=REFERENCE_NPZ_STATISTICS,
-                        help="For an .npz reference: auto (its mu/sigma if present, else from arr_0), mu_sigma, or arr_0 "
-                        "(compute them from its images with the selected inception mode).")
+    parser.add_argument(
+        "--label_sampling",
+        default=defaults.label_sampling,
+        choices=LABEL_SAMPLINGS + ("uniform",),
+        help="balanced (default): num_samples / num_classes per class (must divide), lower variance; "
+        "random: i.i.d. uniform labels as ADM / LightningDiT draw them (for published tables); "
+        "uniform: old name of random.",
+    )
+    parser.add_argument(
+        "--num_classes",
+        type=int,
+        default=None,
+        help="Expected number of classes; must match the transformer's (default: the transformer's).",
+    )
+    parser.add_argument(
+        "--reference",
+        default=defaults.reference,
+        help="An .npz with mu/sigma (and optionally arr_0 images), or a data source (hub id, image "
+        "folder, shards, builtin:shapes). Default: ImageNet.",
+    )
+    parser.add_argument(
+        "--reference_npz_statistics",
+        default=defaults.reference_npz_statistics,
+        choices=REFERENCE_NPZ_STATISTICS,
+        help="For an .npz reference: auto (its mu/sigma if present, else from arr_0), mu_sigma, or arr_0 "
+        "(compute them from its images with the selected inception mode).",
+    )
     parser.add_argument("--reference_split", default=defaults.reference_split)
-    parser.add_argument("--reference_num_samples", type=int, default=None,
-                        help="Reference images for the statistics (evenly spaced); default: the whole split.")
-    parser.add_argument("--reference_resolution", type=int, default=None,
-                        help="Centre-crop size of the reference images; default: the generated image size.")
-    parser.add_argument("--precision_recall_reference_samples", type=int,
-                        default=defaults.precision_recall_reference_samples,
-                        help="Real images for precision/recall (0: skip).")
+    parser.add_argument(
+        "--reference_num_samples",
+        type=int,
+        default=None,
+        help="Reference images for the statistics (evenly spaced); default: the whole split.",
+    )
+    parser.add_argument(
+        "--reference_resolution",
+        type=int,
+        default=None,
+        help="Centre-crop size of the reference images; default: the generated image size.",
+    )
+    parser.add_argument(
+        "--precision_recall_reference_samples",
+        type=int,
+        default=defaults.precision_recall_reference_samples,
+        help="Real images for precision/recall (0: skip).",
+    )
     parser.add_argument("--precision_recall_k", type=int, default=defaults.precision_recall_k)
     parser.add_argument("--feature_extractor", default=defaults.feature_extractor, choices=FEATURE_EXTRACTORS)
-    parser.add_argument("--inception_mode", default=defaults.inception_mode, choices=INCEPTION_MODES,
-                        help="clean-fid preprocessing: clean (default) or legacy_tensorflow (designed to match ADM's "
-                        "TensorFlow evaluator).")
+    parser.add_argument(
+        "--inception_mode",
+        default=defaults.inception_mode,
+        choices=INCEPTION_MODES,
+        help="clean-fid preprocessing: clean (default) or legacy_tensorflow (designed to match ADM's "
+        "TensorFlow evaluator).",
+    )
     parser.add_argument("--fid_statistics_cache", default=None, help="Directory of cached reference statistics.")
-    parser.add_argument("--save_images", type=int, default=0, metavar="N",
-                        help="Save the first N samples of each scale as PNGs and a grid.")
-    parser.add_argument("--save_npz", default=None, metavar="PATH",
-                        help="Also write all samples, in sample order, as ADM's evaluator reads them: arr_0 uint8 "
-                        "(N, H, W, 3), arr_1 labels. A CFG sweep writes <stem>-cfg-<scale>.npz per scale.")
-    parser.add_argument("--no_tf32", action="store_true", help="Sample with full float32 matmuls on CUDA (default: TF32).")
-    parser.add_argument("--num_workers", type=int, default=defaults.num_workers, help="Reference-pass dataloader workers.")
-    parser.add_argument("--resume", action="store_true", help="Keep finished chunks of an earlier run with the same settings.")
+    parser.add_argument(
+        "--save_images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Save the first N samples of each scale as PNGs and a grid.",
+    )
+    parser.add_argument(
+        "--save_npz",
+        default=None,
+        metavar="PATH",
+        help="Also write all samples, in sample order, as ADM's evaluator reads them: arr_0 uint8 "
+        "(N, H, W, 3), arr_1 labels. A CFG sweep writes <stem>-cfg-<scale>.npz per scale.",
+    )
+    parser.add_argument(
+        "--no_tf32", action="store_true", help="Sample with full float32 matmuls on CUDA (default: TF32)."
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=defaults.num_workers, help="Reference-pass dataloader workers."
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="Keep finished chunks of an earlier run with the same settings."
+    )
     return parser.parse_args(argv)
 
 

@@ -33,6 +33,7 @@ import logging
 import sys
 from pathlib import Path
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
 from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS
@@ -49,7 +50,9 @@ def _scales(text: str) -> list[float]:
     try:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--cfg_sweep takes comma-separated numbers like 1.0,3.0,5.0, got {text!r}.") from error
+        raise argparse.ArgumentTypeError(
+            f"--cfg_sweep takes comma-separated numbers like 1.0,3.0,5.0, got {text!r}."
+        ) from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,50 +60,101 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", required=True, help="Saved text-to-image pipeline directory (or hub id).")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--prompts", default=None,
-                        help="Prompt file for gFID / CLIP score: .txt (one per line), .jsonl, .json or .csv with a "
-                        "caption/prompt/text field.")
-    parser.add_argument("--prompt_field", default=None, help="Field holding the prompt (default: caption, prompt, text).")
+    parser.add_argument(
+        "--prompts",
+        default=None,
+        help="Prompt file for gFID / CLIP score: .txt (one per line), .jsonl, .json or .csv with a "
+        "caption/prompt/text field.",
+    )
+    parser.add_argument(
+        "--prompt_field", default=None, help="Field holding the prompt (default: caption, prompt, text)."
+    )
     parser.add_argument("--max_prompts", type=int, default=None, help="Use only the first N prompts.")
     parser.add_argument("--images_per_prompt", type=int, default=defaults.images_per_prompt)
     parser.add_argument("--height", type=int, default=defaults.height)
     parser.add_argument("--width", type=int, default=defaults.width)
-    parser.add_argument("--num_inference_steps", type=int, default=defaults.num_inference_steps,
-                        help="Default 50 (FLUX.1-dev's documented setting; fewer steps raise the FID).")
+    parser.add_argument(
+        "--num_inference_steps",
+        type=int,
+        default=defaults.num_inference_steps,
+        help="Default 50 (FLUX.1-dev's documented setting; fewer steps raise the FID).",
+    )
     guidance = parser.add_mutually_exclusive_group()
-    guidance.add_argument("--guidance_scale", type=float, default=defaults.guidance_scale,
-                          help="Real classifier-free guidance scale with --negative_prompt (1.0: none).")
-    guidance.add_argument("--cfg_sweep", type=_scales, default=None,
-                          help="Comma-separated CFG scales to evaluate in turn; the lowest gFID is reported as best.")
-    parser.add_argument("--negative_prompt", default=defaults.negative_prompt,
-                        help="Unconditional prompt of CFG (default: empty, as captions are dropped in training).")
-    parser.add_argument("--embedded_guidance_scale", type=float, default=None,
-                        help="Distilled guidance of a transformer with guidance_embeds=True (FLUX.1-dev); default: "
-                        "the pipeline's.")
-    parser.add_argument("--max_sequence_length", type=int, default=None,
-                        help="T5 tokens per prompt (FLUX); default: the pipeline's.")
+    guidance.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=defaults.guidance_scale,
+        help="Real classifier-free guidance scale with --negative_prompt (1.0: none).",
+    )
+    guidance.add_argument(
+        "--cfg_sweep",
+        type=_scales,
+        default=None,
+        help="Comma-separated CFG scales to evaluate in turn; the lowest gFID is reported as best.",
+    )
+    parser.add_argument(
+        "--negative_prompt",
+        default=defaults.negative_prompt,
+        help="Unconditional prompt of CFG (default: empty, as captions are dropped in training).",
+    )
+    parser.add_argument(
+        "--embedded_guidance_scale",
+        type=float,
+        default=None,
+        help="Distilled guidance of a transformer with guidance_embeds=True (FLUX.1-dev); default: the pipeline's.",
+    )
+    parser.add_argument(
+        "--max_sequence_length", type=int, default=None, help="T5 tokens per prompt (FLUX); default: the pipeline's."
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="Seed of every sample's noise.")
-    parser.add_argument("--batch_size", type=int, default=defaults.batch_size, help="Samples per pipeline call per process.")
-    parser.add_argument("--samples_per_chunk", type=int, default=defaults.samples_per_chunk,
-                        help="Samples per unit of process assignment.")
-    parser.add_argument("--dtype", default=defaults.dtype, choices=DTYPES,
-                        help="Pipeline dtype; auto = bfloat16 on CUDA, float32 on the CPU.")
+    parser.add_argument(
+        "--batch_size", type=int, default=defaults.batch_size, help="Samples per pipeline call per process."
+    )
+    parser.add_argument(
+        "--samples_per_chunk",
+        type=int,
+        default=defaults.samples_per_chunk,
+        help="Samples per unit of process assignment.",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=defaults.dtype,
+        choices=DTYPES,
+        help="Pipeline dtype; auto = bfloat16 on CUDA, float32 on the CPU.",
+    )
     parser.add_argument("--no_tf32", action="store_true", help="Sample with full float32 matmuls on CUDA.")
-    parser.add_argument("--reference_dir", default=None,
-                        help="Folder of reference images for gFID (COCO-6K: the captions' COCO val images); omit to "
-                        "skip gFID.")
+    parser.add_argument(
+        "--reference_dir",
+        default=None,
+        help="Folder of reference images for gFID (COCO-6K: the captions' COCO val images); omit to skip gFID.",
+    )
     parser.add_argument("--feature_extractor", default=defaults.feature_extractor, choices=FEATURE_EXTRACTORS)
     parser.add_argument("--fid_statistics_cache", default=None, help="Directory of cached reference statistics.")
-    parser.add_argument("--clip_model", default=defaults.clip_model,
-                        help=f"CLIPModel hub id or directory (default {DEFAULT_CLIP_MODEL}), {RANDOM_CLIP_STANDIN} "
-                        "(offline; not a CLIP score), or none.")
-    parser.add_argument("--geneval_metadata", default=None,
-                        help="GenEval's evaluation_metadata.jsonl: also write its prompts' samples in GenEval's layout.")
+    parser.add_argument(
+        "--clip_model",
+        default=defaults.clip_model,
+        help=f"CLIPModel hub id or directory (default {DEFAULT_CLIP_MODEL}), {RANDOM_CLIP_STANDIN} "
+        "(offline; not a CLIP score), or none.",
+    )
+    parser.add_argument(
+        "--geneval_metadata",
+        default=None,
+        help="GenEval's evaluation_metadata.jsonl: also write its prompts' samples in GenEval's layout.",
+    )
     parser.add_argument("--geneval_images_per_prompt", type=int, default=defaults.geneval_images_per_prompt)
-    parser.add_argument("--save_grid", type=int, default=defaults.save_grid, metavar="N",
-                        help="Samples in each scale's samples_grid.png (0: none).")
-    parser.add_argument("--num_workers", type=int, default=defaults.num_workers, help="Reference-image loader workers.")
-    parser.add_argument("--resume", action="store_true", help="Keep the PNGs of an earlier run with the same settings.")
+    parser.add_argument(
+        "--save_grid",
+        type=int,
+        default=defaults.save_grid,
+        metavar="N",
+        help="Samples in each scale's samples_grid.png (0: none).",
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=defaults.num_workers, help="Reference-image loader workers."
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="Keep the PNGs of an earlier run with the same settings."
+    )
     args = parser.parse_args(argv)
     if not args.prompts and not args.geneval_metadata:
         parser.error("give --prompts (gFID / CLIP score) and/or --geneval_metadata (GenEval export).")

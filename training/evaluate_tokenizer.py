@@ -34,23 +34,32 @@ from diffusers_aligntok.losses import PERCEPTUAL_NETWORKS  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TokenizerEvaluationConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokenizers", nargs="+", required=True, help="Tokenizer directories / hub ids / flux-vae-random.")
+    parser.add_argument(
+        "--tokenizers", nargs="+", required=True, help="Tokenizer directories / hub ids / flux-vae-random."
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--data", default=defaults.data, help="Image folder, shards, hub id or builtin:shapes.")
-    parser.add_argument("--split", default=None, help="Default: validation for hub data sets, train for local folders.")
+    parser.add_argument(
+        "--split", default=None, help="Default: validation for hub data sets, train for local folders."
+    )
     parser.add_argument("--resolution", type=int, default=defaults.resolution, help="Centre-crop size.")
     parser.add_argument("--num_samples", type=int, default=defaults.num_samples)
     parser.add_argument("--batch_size", type=int, default=defaults.batch_size)
     parser.add_argument("--num_workers", type=int, default=defaults.num_workers)
     parser.add_argument("--feature_extractor", default=defaults.feature_extractor, choices=FEATURE_EXTRACTORS)
     parser.add_argument("--perceptual", default=defaults.perceptual, choices=[*PERCEPTUAL_NETWORKS, "none"])
-    parser.add_argument("--perceptual_trunk_weights_path", default=None, help="Local torchvision VGG16 weights (offline LPIPS).")
+    parser.add_argument(
+        "--perceptual_trunk_weights_path", default=None, help="Local torchvision VGG16 weights (offline LPIPS)."
+    )
     parser.add_argument("--fid_statistics_cache", default=None, help="Directory of cached reference FID statistics.")
     parser.add_argument("--no_quantize", action="store_true", help="Do not round reconstructions to 8 bits.")
     parser.add_argument("--no_linear_probe", action="store_true")
     parser.add_argument("--linear_probe_pooling", default=defaults.linear_probe_pooling, choices=LINEAR_PROBE_POOLINGS)
-    parser.add_argument("--reference_encoder", default=defaults.reference_encoder,
-                        help="For CKNNA: 'auto' (the first AlignTok tokenizer's encoder), 'none', or a transformers checkpoint.")
+    parser.add_argument(
+        "--reference_encoder",
+        default=defaults.reference_encoder,
+        help="For CKNNA: 'auto' (the first AlignTok tokenizer's encoder), 'none', or a transformers checkpoint.",
+    )
     parser.add_argument("--cknna_num_samples", type=int, default=defaults.cknna_num_samples)
     parser.add_argument("--cknna_topk", type=int, default=defaults.cknna_topk)
     parser.add_argument("--num_visualization_images", type=int, default=defaults.num_visualization_images)

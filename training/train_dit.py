@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
     add_training_arguments(
-        parser, set_help="Override one config key, e.g. --set flow.timestep_shift=2 or --set validation.guidance_scale=4 "
+        parser,
+        set_help="Override one config key, e.g. --set flow.timestep_shift=2 or --set validation.guidance_scale=4 "
         "(values are YAML). Repeatable.",
     )
     return parser.parse_args(argv)
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     repo_id = hub_repo_id(args)  # a bad --push_to_hub fails now, not after the training
-    config, run_record = load_config_with_overrides(partial(load_dit_config, args.config), command_line_overrides(args))
+    config, run_record = load_config_with_overrides(
+        partial(load_dit_config, args.config), command_line_overrides(args)
+    )
     metrics = run_dit_training(config, args.output_dir, args.resume_from_checkpoint, run_record)
     if repo_id is not None:
         # The whole pipeline when the run saved one (validation.tokenizer set), else the transformer alone.

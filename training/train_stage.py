@@ -72,10 +72,16 @@ def main(argv: list[str] | None = None) -> dict:
     check_stage_sequence(configs, str(args.config))
     results = {}
     for stage in stages:
-        if args.stage == "all" and args.resume_from_checkpoint and (stage_model_dir(args.output_dir, stage) / "config.json").is_file():
+        if (
+            args.stage == "all"
+            and args.resume_from_checkpoint
+            and (stage_model_dir(args.output_dir, stage) / "config.json").is_file()
+        ):
             logging.info(f"Stage {stage} already finished in {args.output_dir}; skipping.")
             continue
-        results[stage] = run_stage(configs[stage], stage, args.output_dir, args.resume_from_checkpoint, run_records[stage])
+        results[stage] = run_stage(
+            configs[stage], stage, args.output_dir, args.resume_from_checkpoint, run_records[stage]
+        )
     # Once, after the last stage: every stage of this command trains in the same process group.
     PartialState().destroy_process_group()
     if repo_id is not None:

@@ -48,8 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text_encoders", default=None, help="Overrides model.text_encoders.")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
     add_training_arguments(
-        parser, set_help="Override one config key, e.g. --set data.caption_dropout_prob=0.2 or --set "
-        "validation.prompts='[\"a cat\", \"a dog\"]' (values are YAML). Repeatable.",
+        parser,
+        set_help="Override one config key, e.g. --set data.caption_dropout_prob=0.2 or --set "
+        'validation.prompts=\'["a cat", "a dog"]\' (values are YAML). Repeatable.',
     )
     return parser.parse_args(argv)
 
@@ -58,8 +59,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     repo_id = hub_repo_id(args)  # a bad --push_to_hub fails now, not after the training
-    model_flags = {"model.vae": ("--vae", args.vae), "model.vae_subfolder": ("--vae_subfolder", args.vae_subfolder),
-                   "model.text_encoders": ("--text_encoders", args.text_encoders)}
+    model_flags = {
+        "model.vae": ("--vae", args.vae),
+        "model.vae_subfolder": ("--vae_subfolder", args.vae_subfolder),
+        "model.text_encoders": ("--text_encoders", args.text_encoders),
+    }
     config, run_record = load_config_with_overrides(
         partial(load_t2i_config, args.config), command_line_overrides(args, model_flags)
     )

@@ -11,7 +11,6 @@ a row with its reason. Results are written after every section, so a run cut sho
 """
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -90,7 +90,11 @@ def run_section(title, seconds, fn, args, glob: Budget, min_seconds=5.0):
         fn(args, Budget(seconds, glob))
     except Exception as error:  # one failure must not kill the rest
         traceback.print_exc()
-        add(title, "-", status=f"error: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}")
+        add(
+            title,
+            "-",
+            status=f"error: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}",
+        )
     finally:
         if args.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -109,15 +113,17 @@ def is_oom(error):
 
 def section_env(args, budget):
     device = args.device
-    ENV.update({
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "device": str(device),
-        "quick": args.quick,
-    })
+    ENV.update(
+        {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "device": str(device),
+            "quick": args.quick,
+        }
+    )
     for module in ("diffusers", "transformers"):
         try:
             ENV[module] = __import__(module).__version__
@@ -155,11 +161,17 @@ def section_env(args, budget):
                 continue
             try:
                 with sdpa_kernel(getattr(SDPBackend, backend)):
-                    seconds = time_alternating({"a": lambda: F.scaled_dot_product_attention(q, k, v)}, device, 2, 10, budget)["a"]
+                    seconds = time_alternating(
+                        {"a": lambda: F.scaled_dot_product_attention(q, k, v)}, device, 2, 10, budget
+                    )["a"]
                 ok.append(backend)
                 add("sdpa backend", f"{backend} (16,16,{tokens},64) bf16", seconds * 1e6, "us")
             except Exception as error:
-                add("sdpa backend", f"{backend} (16,16,{tokens},64) bf16", status=f"fails: {str(error).splitlines()[0][:100]}")
+                add(
+                    "sdpa backend",
+                    f"{backend} (16,16,{tokens},64) bf16",
+                    status=f"fails: {str(error).splitlines()[0][:100]}",
+                )
         # Which kernel the default dispatch picks, from the profiler's kernel names.
         from torch.profiler import ProfilerActivity, profile
 
@@ -167,7 +179,10 @@ def section_env(args, budget):
             F.scaled_dot_product_attention(q, k, v)
             sync(device)
         names = [e.key for e in prof.key_averages() if e.device_type.name == "CUDA"]
-        kernel = next((n for n in names if any(s in n.lower() for s in ("flash", "fmha", "efficient", "cudnn", "attention"))), names[:1])
+        kernel = next(
+            (n for n in names if any(s in n.lower() for s in ("flash", "fmha", "efficient", "cudnn", "attention"))),
+            names[:1],
+        )
         add("sdpa default", f"(16,16,{tokens},64) bf16", str(kernel)[:90], "", f"runnable alone: {', '.join(ok)}")
 
 
@@ -181,10 +196,10 @@ MODELS: dict = {}
 def build_tokenizers(args):
     if "ours" in MODELS:
         return MODELS["ours"], MODELS["flux"]
+    from diffusers import AutoencoderKL
+
     from diffusers_aligntok import AlignedAutoencoderKL
     from diffusers_aligntok.evaluation.tokenizer_adapters import FLUX_VAE_CONFIG
-
-    from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
     with torch.device(args.device):  # initialise on the device: a 300M-parameter ViT inits slowly on the CPU
@@ -195,10 +210,20 @@ def build_tokenizers(args):
     ours.requires_grad_(False)
     flux.requires_grad_(False)
     MODELS.update(ours=ours, flux=flux)
-    add("tokenizer params", args.tokenizer_preset, sum(p.numel() for p in ours.parameters()) / 1e6, "M",
-        f"FLUX VAE {sum(p.numel() for p in flux.parameters()) / 1e6:.1f}M")
-    add("tokenizer", "attention implementation", getattr(ours.encoder.config, "_attn_implementation", "?"), "",
-        f"force_upcast ours={ours.config.force_upcast}, FLUX={flux.config.force_upcast} (applies to fp16 only)")
+    add(
+        "tokenizer params",
+        args.tokenizer_preset,
+        sum(p.numel() for p in ours.parameters()) / 1e6,
+        "M",
+        f"FLUX VAE {sum(p.numel() for p in flux.parameters()) / 1e6:.1f}M",
+    )
+    add(
+        "tokenizer",
+        "attention implementation",
+        getattr(ours.encoder.config, "_attn_implementation", "?"),
+        "",
+        f"force_upcast ours={ours.config.force_upcast}, FLUX={flux.config.force_upcast} (applies to fp16 only)",
+    )
     return ours, flux
 
 
@@ -229,22 +254,40 @@ def section_tokenizer(args, budget):
         with torch.no_grad():
             for op in ("encode", "decode"):
                 make = _encode_fn if op == "encode" else _decode_fn
-                inputs = {"ours": x, "flux": x} if op == "encode" else {
-                    "ours": _latents(ours, batch, res, device), "flux": _latents(flux, batch, res, device)}
+                inputs = (
+                    {"ours": x, "flux": x}
+                    if op == "encode"
+                    else {"ours": _latents(ours, batch, res, device), "flux": _latents(flux, batch, res, device)}
+                )
                 try:
-                    t = time_alternating({k: make(m, inputs[k]) for k, m in (("ours", ours), ("flux", flux))},
-                                         device, args.warmup, args.iters, per_setting)
+                    t = time_alternating(
+                        {k: make(m, inputs[k]) for k, m in (("ours", ours), ("flux", flux))},
+                        device,
+                        args.warmup,
+                        args.iters,
+                        per_setting,
+                    )
                 except Exception as error:
                     if not (is_oom(error) and res >= 1024 and not ours.use_tiling):
                         raise
                     torch.cuda.empty_cache()
                     ours.enable_tiling()
                     note = " (ours tiled: untiled ran out of memory)"
-                    t = time_alternating({k: make(m, inputs[k]) for k, m in (("ours", ours), ("flux", flux))},
-                                         device, args.warmup, args.iters, per_setting)
+                    t = time_alternating(
+                        {k: make(m, inputs[k]) for k, m in (("ours", ours), ("flux", flux))},
+                        device,
+                        args.warmup,
+                        args.iters,
+                        per_setting,
+                    )
                 ips = {k: batch / v for k, v in t.items()}
-                add(f"tokenizer {op}", f"ours bf16 {res}px b{batch}{note}", ips["ours"], "img/s",
-                    f"x{ips['ours'] / ips['flux']:.2f} vs FLUX {ips['flux']:.4g} img/s")
+                add(
+                    f"tokenizer {op}",
+                    f"ours bf16 {res}px b{batch}{note}",
+                    ips["ours"],
+                    "img/s",
+                    f"x{ips['ours'] / ips['flux']:.2f} vs FLUX {ips['flux']:.4g} img/s",
+                )
         if ours.use_tiling:
             ours.disable_tiling()
         if device.type == "cuda":
@@ -277,8 +320,13 @@ def section_compile(args, budget):
                 fns[key] = compiled
             t = time_alternating(fns, device, 2, args.iters, budget)
         ips = {k: batch / v for k, v in t.items()}
-        add(f"tokenizer {op} compiled", f"ours bf16 {res}px b{batch}", ips["ours"], "img/s",
-            f"x{ips['ours'] / ips['flux']:.2f} vs FLUX {ips['flux']:.4g} img/s")
+        add(
+            f"tokenizer {op} compiled",
+            f"ours bf16 {res}px b{batch}",
+            ips["ours"],
+            "img/s",
+            f"x{ips['ours'] / ips['flux']:.2f} vs FLUX {ips['flux']:.4g} img/s",
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -312,8 +360,14 @@ def section_nan(args, budget):
                     use_tiling = True
                     out = m.decode(z.to(dtype)).sample
             bad = (~torch.isfinite(out)).sum().item()
-            add(f"nan check {key} decode", f"{label} {res}px{' tiled' if use_tiling else ''}", bad, "non-finite",
-                f"max |x| {out.float().abs().max().item():.3g}; {weak}", "ok" if bad == 0 else "NON-FINITE")
+            add(
+                f"nan check {key} decode",
+                f"{label} {res}px{' tiled' if use_tiling else ''}",
+                bad,
+                "non-finite",
+                f"max |x| {out.float().abs().max().item():.3g}; {weak}",
+                "ok" if bad == 0 else "NON-FINITE",
+            )
             if m is not model:
                 del m
             if device.type == "cuda":
@@ -343,8 +397,13 @@ def report_training(name, setting, batch, seconds, flops, device, cross_check=No
     achieved = flops / seconds / 1e12
     mfu = f"MFU {100 * achieved / peak:.1f}% of {peak} TFLOP/s" if peak else "MFU: no peak"
     add(name, setting, ips, "img/s", f"{achieved:.4g} TFLOP/s achieved; {mfu}")
-    add(name + " FLOPs/step", "FlopCounterMode fwd+bwd", flops / 1e12, "TFLOP",
-        f"6*N*tokens = {cross_check / 1e12:.4g} TFLOP" if cross_check else "")
+    add(
+        name + " FLOPs/step",
+        "FlopCounterMode fwd+bwd",
+        flops / 1e12,
+        "TFLOP",
+        f"6*N*tokens = {cross_check / 1e12:.4g} TFLOP" if cross_check else "",
+    )
     if device.type == "cuda":
         add(name + " peak memory", setting, torch.cuda.max_memory_allocated() / 2**30, "GiB")
         torch.cuda.reset_peak_memory_stats()
@@ -383,7 +442,9 @@ def section_dit_train(args, budget):
     params = sum(p.numel() for p in model.parameters())
     seconds = time_alternating({"step": step}, device, args.warmup, args.iters, budget)["step"]
     loss = step().item()
-    setting = f"{preset}/{cfg.patch_size} {cfg.sample_size}x{cfg.sample_size}x{cfg.in_channels} b{batch} bf16 autocast AdamW"
+    setting = (
+        f"{preset}/{cfg.patch_size} {cfg.sample_size}x{cfg.sample_size}x{cfg.in_channels} b{batch} bf16 autocast AdamW"
+    )
     report_training("DiT train step", setting, batch, seconds, flops, device, cross_check=6 * params * tokens)
     add("DiT train loss finite", setting, loss, "", "", "ok" if math.isfinite(loss) else "NON-FINITE")
     del model, optimizer
@@ -432,8 +493,10 @@ def section_tokenizer_train(args, budget):
     optimizer.zero_grad(set_to_none=True)
     seconds = time_alternating({"step": step}, device, args.warmup, args.iters, budget)["step"]
     loss = step().item()
-    setting = (f"{args.tokenizer_preset} stage 2 {res}px b{batch} bf16 autocast, L1 only (no LPIPS/GAN)"
-               f"{', grad ckpt' if args.gradient_checkpointing else ''}")
+    setting = (
+        f"{args.tokenizer_preset} stage 2 {res}px b{batch} bf16 autocast, L1 only (no LPIPS/GAN)"
+        f"{', grad ckpt' if args.gradient_checkpointing else ''}"
+    )
     report_training("tokenizer train step", setting, batch, seconds, flops, device)
     add("tokenizer train loss finite", setting, loss, "", "", "ok" if math.isfinite(loss) else "NON-FINITE")
     del model, optimizer
@@ -463,8 +526,11 @@ def section_fsdp(args, budget):
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             kind = "FSDP2 fully_shard"
-            mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)} \
-                if device.type == "cuda" else {}
+            mp = (
+                {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
+                if device.type == "cuda"
+                else {}
+            )
             for block in model.transformer_blocks if hasattr(model, "transformer_blocks") else []:
                 fully_shard(block, **mp)
             fully_shard(model, **mp)
@@ -484,8 +550,14 @@ def section_fsdp(args, budget):
         loss.backward()
         optimizer.step()
         value = loss.item()
-        add("FSDP smoke", f"{kind}, {backend}, world 1, DiT-{preset} b{batch}, 1 step", value, "loss", "",
-            "ok" if math.isfinite(value) else "NON-FINITE")
+        add(
+            "FSDP smoke",
+            f"{kind}, {backend}, world 1, DiT-{preset} b{batch}, 1 step",
+            value,
+            "loss",
+            "",
+            "ok" if math.isfinite(value) else "NON-FINITE",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -508,7 +580,10 @@ def markdown():
         "|---|---|---|---|---|---|",
     ]
     for r in ROWS:
-        cells = [str(r[k]).replace("|", "/") if r[k] is not None else "" for k in ("name", "setting", "value", "unit", "peer", "status")]
+        cells = [
+            str(r[k]).replace("|", "/") if r[k] is not None else ""
+            for k in ("name", "setting", "value", "unit", "peer", "status")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -534,8 +609,12 @@ def main():
     parser.add_argument("--dit_batch", type=int, default=64)
     parser.add_argument("--tokenizer_batch", type=int, default=16)
     parser.add_argument("--gradient_checkpointing", action="store_true", help="(tokenizer step; else only on OOM)")
-    parser.add_argument("--skip", nargs="*", default=[], help="section names to skip: env tokenizer nan dit "
-                        "tokenizer_train fsdp compile")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="section names to skip: env tokenizer nan dit tokenizer_train fsdp compile",
+    )
     args = parser.parse_args()
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():

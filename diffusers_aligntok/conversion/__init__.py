@@ -8,7 +8,11 @@ containers is unpickled.
 """
 
 from .checkpoints import load_tensor_checkpoint, select_state_dict, strip_key_prefixes
-from .lightningdit_pipeline import convert_lightningdit_pipeline, lightningdit_scheduler, load_lightningdit_latent_stats
+from .lightningdit_pipeline import (
+    convert_lightningdit_pipeline,
+    lightningdit_scheduler,
+    load_lightningdit_latent_stats,
+)
 from .lightningdit_transformer import (
     LIGHTNINGDIT_MODEL_TYPES,
     LightningDiTArchitecture,

@@ -58,7 +58,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "prefix may be left out), or 'auto' to infer it from the weights' shapes.",
     )
     parser.add_argument("--vae", required=True, help="Local directory of the VAE (save_pretrained format).")
-    parser.add_argument("--latents_stats", default=None, help="LightningDiT's latents_stats.pt (per-channel mean/std).")
+    parser.add_argument(
+        "--latents_stats", default=None, help="LightningDiT's latents_stats.pt (per-channel mean/std)."
+    )
     parser.add_argument("--output_dir", required=True, help="Where to save the pipeline.")
     parser.add_argument("--use_qknorm", action="store_true", help="The config's model.use_qknorm was true.")
     parser.add_argument("--timestep_shift", type=float, default=0.3, help="sample.timestep_shift (0 = none).")

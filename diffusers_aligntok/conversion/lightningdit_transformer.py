@@ -257,7 +257,9 @@ def _first_mismatch(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping
 
 def _qknorm_hint(mismatch: str, use_qknorm: bool) -> str:
     if "q_norm" in mismatch or "k_norm" in mismatch:
-        return f" (the checkpoint {'lacks' if use_qknorm else 'has'} QK-Norm weights: pass use_qknorm={not use_qknorm})"
+        return (
+            f" (the checkpoint {'lacks' if use_qknorm else 'has'} QK-Norm weights: pass use_qknorm={not use_qknorm})"
+        )
     return ""
 
 

@@ -38,7 +38,9 @@ def parse_aspect_ratio(text: str) -> float:
         if width <= 0 or height <= 0:
             raise ValueError
     except ValueError:
-        raise ValueError(f"Aspect ratios are written 'width:height' with positive numbers, like '4:5'; got {text!r}.") from None
+        raise ValueError(
+            f"Aspect ratios are written 'width:height' with positive numbers, like '4:5'; got {text!r}."
+        ) from None
     return width / height
 
 

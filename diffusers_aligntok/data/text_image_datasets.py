@@ -35,7 +35,14 @@ from PIL import Image
 
 from .aspect_buckets import Bucket, nearest_bucket, resize_and_center_crop, upscale_needed
 from .builtin_shapes import ShapesDataset, pil_to_tensor
-from .image_datasets import IMAGE_COLUMN_CANDIDATES, IMAGE_FILE_EXTENSIONS, ImageDatasetConfig, _load_hf_dataset, _pick_column, decode_image
+from .image_datasets import (
+    IMAGE_COLUMN_CANDIDATES,
+    IMAGE_FILE_EXTENSIONS,
+    ImageDatasetConfig,
+    _load_hf_dataset,
+    _pick_column,
+    decode_image,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -48,10 +55,22 @@ _MAX_CONSECUTIVE_DECODE_FAILURES = 100
 
 # Names for the built-in captions: the nearest of these colours (RGB in [0, 1]) names a fill or background.
 _COLOUR_NAMES = {
-    "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5), "red": (0.85, 0.1, 0.1),
-    "green": (0.1, 0.65, 0.2), "blue": (0.1, 0.2, 0.85), "yellow": (0.95, 0.9, 0.1), "orange": (0.95, 0.55, 0.1),
-    "purple": (0.5, 0.15, 0.65), "pink": (0.95, 0.55, 0.7), "brown": (0.5, 0.3, 0.1), "cyan": (0.1, 0.8, 0.85),
-    "dark blue": (0.05, 0.1, 0.4), "light blue": (0.6, 0.8, 0.95), "dark green": (0.05, 0.3, 0.1), "olive": (0.5, 0.5, 0.1),
+    "black": (0.0, 0.0, 0.0),
+    "white": (1.0, 1.0, 1.0),
+    "gray": (0.5, 0.5, 0.5),
+    "red": (0.85, 0.1, 0.1),
+    "green": (0.1, 0.65, 0.2),
+    "blue": (0.1, 0.2, 0.85),
+    "yellow": (0.95, 0.9, 0.1),
+    "orange": (0.95, 0.55, 0.1),
+    "purple": (0.5, 0.15, 0.65),
+    "pink": (0.95, 0.55, 0.7),
+    "brown": (0.5, 0.3, 0.1),
+    "cyan": (0.1, 0.8, 0.85),
+    "dark blue": (0.05, 0.1, 0.4),
+    "light blue": (0.6, 0.8, 0.95),
+    "dark green": (0.05, 0.3, 0.1),
+    "olive": (0.5, 0.5, 0.1),
 }
 
 
@@ -107,7 +126,9 @@ class _BuiltinCaptionedShapes(_Source):
     def __init__(self, num_samples: int, buckets: Sequence[Bucket], seed: int):
         self.buckets = list(buckets)
         self.num_samples = num_samples
-        self.renderers = [ShapesDataset(num_samples, (b.height, b.width), seed=seed, random_flip=False) for b in self.buckets]
+        self.renderers = [
+            ShapesDataset(num_samples, (b.height, b.width), seed=seed, random_flip=False) for b in self.buckets
+        ]
         self.description = f"builtin:shapes-captions (n={num_samples}, seed={seed})"
 
     def __len__(self) -> int:
@@ -136,7 +157,8 @@ class _CaptionFolder(_Source):
 
     def __init__(self, directory: str):
         paths = sorted(
-            path for path in Path(directory).rglob("*")
+            path
+            for path in Path(directory).rglob("*")
             if path.suffix.lower() in IMAGE_FILE_EXTENSIONS and not any(part.startswith(".") for part in path.parts)
         )
         self.paths = [path for path in paths if path.with_suffix(".txt").is_file()]
@@ -164,8 +186,12 @@ class _HFSource(_Source):
         import datasets
 
         hf_dataset, self.description = _load_hf_dataset(ImageDatasetConfig(source=config.source, split=config.split))
-        self.image_column = _pick_column(hf_dataset.features, config.image_column, IMAGE_COLUMN_CANDIDATES, "image", config.source)
-        self.caption_column = _pick_column(hf_dataset.features, config.caption_column, CAPTION_COLUMN_CANDIDATES, "caption", config.source)
+        self.image_column = _pick_column(
+            hf_dataset.features, config.image_column, IMAGE_COLUMN_CANDIDATES, "image", config.source
+        )
+        self.caption_column = _pick_column(
+            hf_dataset.features, config.caption_column, CAPTION_COLUMN_CANDIDATES, "caption", config.source
+        )
         if self.caption_column is None:
             raise ValueError(
                 f"found no caption column in {config.source} (columns {list(hf_dataset.features)}; looked for "
@@ -206,7 +232,9 @@ def open_text_image_source(config: TextImageDatasetConfig, buckets: Sequence[Buc
     if config.source in BUILTIN_TEXT_IMAGE_SOURCES:
         return _BuiltinCaptionedShapes(config.num_builtin_samples, buckets, config.seed)
     if config.source.startswith("builtin:"):
-        raise ValueError(f"Unknown built-in source {config.source!r}; text-to-image has {list(BUILTIN_TEXT_IMAGE_SOURCES)}.")
+        raise ValueError(
+            f"Unknown built-in source {config.source!r}; text-to-image has {list(BUILTIN_TEXT_IMAGE_SOURCES)}."
+        )
     path = os.path.expanduser(config.source)
     if os.path.isdir(path) and any(Path(path).rglob("*.txt")) and not any(Path(path).rglob("metadata.*")):
         folder = _CaptionFolder(path)
@@ -223,7 +251,9 @@ class TextImageDataset(torch.utils.data.Dataset):
         skipped: counts from the scan: `empty_caption`, `too_small`, `unreadable` (and `total` records scanned).
     """
 
-    def __init__(self, source: _Source, buckets: Sequence[Bucket], max_upscale: float = 1.0, max_samples: int | None = None):
+    def __init__(
+        self, source: _Source, buckets: Sequence[Bucket], max_upscale: float = 1.0, max_samples: int | None = None
+    ):
         self.source = source
         self.buckets = list(buckets)
         self.source_description = source.description
@@ -235,7 +265,9 @@ class TextImageDataset(torch.utils.data.Dataset):
                 width, height = source.size(index)
             except Exception as error:  # noqa: BLE001 - any decoder error means "unreadable"
                 skipped["unreadable"] += 1
-                logger.warning(f"Skipping unreadable image {index} of {source.description}: {type(error).__name__}: {error}")
+                logger.warning(
+                    f"Skipping unreadable image {index} of {source.description}: {type(error).__name__}: {error}"
+                )
                 continue
             if not source.caption(index).strip():
                 skipped["empty_caption"] += 1
@@ -256,7 +288,9 @@ class TextImageDataset(torch.utils.data.Dataset):
         self._bucket_count = counts
         self.skipped = {**skipped, "total": total}
         if total and skipped["unreadable"] > _MAX_UNREADABLE_FRACTION * total:
-            raise RuntimeError(f"{skipped['unreadable']} of {total} images of {source.description} are unreadable; is it the right data?")
+            raise RuntimeError(
+                f"{skipped['unreadable']} of {total} images of {source.description} are unreadable; is it the right data?"
+            )
         if not records:
             smallest = min(self.buckets, key=lambda b: b.width * b.height)
             raise ValueError(
@@ -282,14 +316,18 @@ class TextImageDataset(torch.utils.data.Dataset):
             try:
                 image = self.source.image(record)
             except Exception as error:  # noqa: BLE001
-                logger.warning(f"Skipping unreadable image {record} of {self.source_description}: {type(error).__name__}: {error}")
+                logger.warning(
+                    f"Skipping unreadable image {record} of {self.source_description}: {type(error).__name__}: {error}"
+                )
                 continue
             return {
                 "pixel_values": pil_to_tensor(resize_and_center_crop(image, self.buckets[bucket])),
                 "caption": self.source.caption(record).strip(),
                 "num_skipped": num_skipped,
             }
-        raise RuntimeError(f"{_MAX_CONSECUTIVE_DECODE_FAILURES} unreadable images in a row in {self.source_description}.")
+        raise RuntimeError(
+            f"{_MAX_CONSECUTIVE_DECODE_FAILURES} unreadable images in a row in {self.source_description}."
+        )
 
 
 def build_text_image_dataset(config: TextImageDatasetConfig, buckets: Sequence[Bucket]) -> TextImageDataset:
@@ -335,7 +373,10 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         batches = []
         for bucket in range(int(bucket_of.max()) + 1):
             members = rng.permutation(np.flatnonzero(bucket_of == bucket))
-            batches += [members[start:start + global_batch] for start in range(0, len(members) - global_batch + 1, global_batch)]
+            batches += [
+                members[start : start + global_batch]
+                for start in range(0, len(members) - global_batch + 1, global_batch)
+            ]
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __len__(self) -> int:
@@ -344,5 +385,5 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         start, stop = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
-        for batch in self.global_batches()[self.start_batch:]:
+        for batch in self.global_batches()[self.start_batch :]:
             yield batch[start:stop].tolist()

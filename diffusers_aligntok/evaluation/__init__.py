@@ -30,7 +30,14 @@ from .latent_statistics import (
     write_latent_statistics,
 )
 from .linear_probe import LinearProbeConfig, latent_probe_features, linear_probe
-from .reconstruction_metrics import PSNR_CAP_DB, ReconstructionMetricSums, prepare_images, psnr, quantize_reconstructions, ssim
+from .reconstruction_metrics import (
+    PSNR_CAP_DB,
+    ReconstructionMetricSums,
+    prepare_images,
+    psnr,
+    quantize_reconstructions,
+    ssim,
+)
 from .report import markdown_table, save_side_by_side
 from .tokenizer_adapters import (
     FLUX_VAE_CONFIG,

@@ -96,7 +96,9 @@ class AlignTokEncoderFeatures:
     def __init__(self, model: AlignedAutoencoderKL, name: str = "aligntok-encoder"):
         self.model = model
         self.name = name
-        self._num_prefix_tokens = FOUNDATION_ENCODERS[model.config.encoder_type].num_prefix_tokens(model.encoder.config)
+        self._num_prefix_tokens = FOUNDATION_ENCODERS[model.config.encoder_type].num_prefix_tokens(
+            model.encoder.config
+        )
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,8 +116,11 @@ class AlignTokEncoderFeatures:
         return captured["tokens"][:, self._num_prefix_tokens :].float().mean(dim=1)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "AlignedAutoencoderKL encoder, patch tokens mean-pooled",
-                "encoder_type": self.model.config.encoder_type}
+        return {
+            "name": self.name,
+            "kind": "AlignedAutoencoderKL encoder, patch tokens mean-pooled",
+            "encoder_type": self.model.config.encoder_type,
+        }
 
 
 class FoundationEncoderFeatures:
@@ -158,7 +163,10 @@ class FoundationEncoderFeatures:
         pixels = ((images.float() + 1) / 2 - self._mean.to(images.device)) / self._std.to(images.device)
         if pixels.shape[-2:] != (self.input_size, self.input_size):
             pixels = F.interpolate(
-                pixels, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False,
+                pixels,
+                size=(self.input_size, self.input_size),
+                mode="bicubic",
+                align_corners=False,
                 antialias=pixels.shape[-1] > self.input_size,
             )
         # `encode_patch_tokens` drops the CLS and register tokens.
@@ -166,5 +174,9 @@ class FoundationEncoderFeatures:
         return tokens.float().mean(dim=1)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "pretrained foundation encoder, patch tokens mean-pooled",
-                "encoder_type": self.encoder_type, "input_size": self.input_size}
+        return {
+            "name": self.name,
+            "kind": "pretrained foundation encoder, patch tokens mean-pooled",
+            "encoder_type": self.encoder_type,
+            "input_size": self.input_size,
+        }

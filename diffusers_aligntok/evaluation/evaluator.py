@@ -47,8 +47,8 @@ from ..data.builtin_shapes import normalize_resolution
 from ..models import AlignedAutoencoderKL
 from .alignment import AlignTokEncoderFeatures, FoundationEncoderFeatures, cknna
 from .fid import (
-    FIDFeatureExtractor,
     FeatureStatistics,
+    FIDFeatureExtractor,
     build_fid_feature_extractor,
     default_reference_statistics_dir,
     fid_from_statistics,
@@ -150,7 +150,11 @@ def default_split(source: str) -> str:
     if source.startswith("builtin:"):
         return "train"
     expanded = os.path.expanduser(source)
-    is_local = os.path.exists(expanded) or any(character in source for character in "*?[") or source.startswith((".", "/", "~"))
+    is_local = (
+        os.path.exists(expanded)
+        or any(character in source for character in "*?[")
+        or source.startswith((".", "/", "~"))
+    )
     return "train" if is_local else "validation"
 
 
@@ -201,8 +205,13 @@ def evaluate_tokenizers(
     # ---- data ----
     with accelerator.main_process_first():
         dataset = build_evaluation_dataset(
-            config.data, config.split, config.resolution, config.num_samples, seed=config.seed,
-            image_column=config.image_column, label_column=config.label_column,
+            config.data,
+            config.split,
+            config.resolution,
+            config.num_samples,
+            seed=config.seed,
+            image_column=config.image_column,
+            label_column=config.label_column,
         )
     num_samples = len(dataset)
     description = getattr(dataset, "source_description", config.data)
@@ -235,24 +244,39 @@ def evaluate_tokenizers(
         if reference_note:
             notes.append(reference_note)
     # CKNNA's images and the shown ones are spread evenly over the set: image folders are sorted by class.
-    cknna_indices = _evenly_spaced(min(config.cknna_num_samples, num_samples) if reference_encoder is not None else 0,
-                                   num_samples)
+    cknna_indices = _evenly_spaced(
+        min(config.cknna_num_samples, num_samples) if reference_encoder is not None else 0, num_samples
+    )
     shown_indices = _evenly_spaced(min(config.num_visualization_images, num_samples), num_samples)
 
     # ---- reference statistics: cached, else computed alongside ----
     cache_key = {
-        "source": config.data, "split": config.split, "resolution": [height, width], "crop": "center",
-        "num_samples": num_samples, "data_description": description, "feature_extractor": feature_extractor.name,
+        "source": config.data,
+        "split": config.split,
+        "resolution": [height, width],
+        "crop": "center",
+        "num_samples": num_samples,
+        "data_description": description,
+        "feature_extractor": feature_extractor.name,
         "seed": config.seed if config.data.startswith("builtin:") else None,
     }
-    cache_dir = Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
+    cache_dir = (
+        Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
+    )
     cache_path = reference_statistics_path(cache_dir, cache_key)
     cached_reference = load_reference_statistics(cache_path, cache_key)
 
     # ---- this process's batches and its partial state ----
     my_batches = shard_batches(accelerator, num_samples, config.batch_size)
-    fingerprint = _settings_fingerprint(config, adapters, feature_extractor, perceptual_network, reference_encoder,
-                                        num_samples, accelerator.num_processes)
+    fingerprint = _settings_fingerprint(
+        config,
+        adapters,
+        feature_extractor,
+        perceptual_network,
+        reference_encoder,
+        num_samples,
+        accelerator.num_processes,
+    )
     state_path = output_dir / PARTIAL_STATE_DIR / f"rank{accelerator.process_index}_of_{accelerator.num_processes}.pt"
     state = _load_or_start_state(state_path, resume, fingerprint, adapters, feature_extractor, cached_reference)
     if state["reference_fid"] is None and cached_reference is None:
@@ -262,13 +286,28 @@ def evaluate_tokenizers(
         )
     probe_config = LinearProbeConfig(pooling=config.linear_probe_pooling, seed=config.linear_probe_seed)
     remaining = my_batches[state["processed_batches"] :]
-    progress = tqdm(total=len(my_batches), initial=state["processed_batches"], desc="evaluate tokenizers",
-                    disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=len(my_batches),
+        initial=state["processed_batches"],
+        desc="evaluate tokenizers",
+        disable=not accelerator.is_local_main_process,
+    )
 
     new_batches = 0
     for _, batch in iterate_batches(dataset, remaining, config.batch_size, num_samples, config.num_workers):
-        _process_batch(batch, state, adapters, feature_extractor, perceptual_network, reference_encoder, config,
-                       cknna_indices, shown_indices, probe_config, device)
+        _process_batch(
+            batch,
+            state,
+            adapters,
+            feature_extractor,
+            perceptual_network,
+            reference_encoder,
+            config,
+            cknna_indices,
+            shown_indices,
+            probe_config,
+            device,
+        )
         state["processed_batches"] += 1
         new_batches += 1
         progress.update(1)
@@ -302,8 +341,11 @@ def evaluate_tokenizers(
             warn(f"{skipped} unreadable images were skipped (their neighbours were used instead).")
         tokenizer_results = []
         for index, adapter in enumerate(adapters):
-            tokenizer_results.append(_final_metrics(index, adapter, merged, reference, config, probe_config,
-                                                    height, width, cknna_indices, notes))
+            tokenizer_results.append(
+                _final_metrics(
+                    index, adapter, merged, reference, config, probe_config, height, width, cknna_indices, notes
+                )
+            )
         results = {
             "settings": {
                 **_jsonable(asdict(config)),
@@ -317,10 +359,13 @@ def evaluate_tokenizers(
             "versions": package_versions(),
             "feature_extractor": feature_extractor.describe(),
             "reference_statistics": reference_info,
-            "perceptual": {"name": getattr(perceptual_network, "name", type(perceptual_network).__name__),
-                           "is_real_metric": getattr(perceptual_network, "is_real_metric", True),
-                           "built_with_seed": 0 if config.perceptual is not None else None}
-            if perceptual_network is not None else None,
+            "perceptual": {
+                "name": getattr(perceptual_network, "name", type(perceptual_network).__name__),
+                "is_real_metric": getattr(perceptual_network, "is_real_metric", True),
+                "built_with_seed": 0 if config.perceptual is not None else None,
+            }
+            if perceptual_network is not None
+            else None,
             "reference_encoder": reference_encoder.describe() if reference_encoder is not None else None,
             "linear_probe_protocol": probe_config.describe(),
             "tokenizers": tokenizer_results,
@@ -330,10 +375,14 @@ def evaluate_tokenizers(
         }
         write_results(output_dir, results)
         if merged["visualization_originals"] is not None:
-            rows = [(adapter.name, merged["visualization"][index], tokenizer_results[index]["metrics"]["psnr"])
-                    for index, adapter in enumerate(adapters)]
+            rows = [
+                (adapter.name, merged["visualization"][index], tokenizer_results[index]["metrics"]["psnr"])
+                for index, adapter in enumerate(adapters)
+            ]
             save_side_by_side(
-                merged["visualization_originals"], rows, output_dir / RECONSTRUCTIONS_PNG,
+                merged["visualization_originals"],
+                rows,
+                output_dir / RECONSTRUCTIONS_PNG,
                 caption=f"Top: originals ({description}, {height}x{width}). Below: reconstructions; "
                 f"label = mean PSNR over {num_samples} images, under each image its own PSNR.",
             )
@@ -349,8 +398,19 @@ def evaluate_tokenizers(
 
 
 @torch.no_grad()
-def _process_batch(batch, state, adapters, feature_extractor, perceptual_network, reference_encoder, config,
-                   cknna_indices, shown_indices, probe_config, device) -> None:
+def _process_batch(
+    batch,
+    state,
+    adapters,
+    feature_extractor,
+    perceptual_network,
+    reference_encoder,
+    config,
+    cknna_indices,
+    shown_indices,
+    probe_config,
+    device,
+) -> None:
     images = batch["pixel_values"].to(device)
     indices = batch["index"].long()
     state["indices"].append(indices.clone())
@@ -378,7 +438,9 @@ def _process_batch(batch, state, adapters, feature_extractor, perceptual_network
                 "half precision this is a known VAE overflow: evaluate in float32."
             )
         reconstructions = (
-            quantize_reconstructions(reconstructions) if config.quantize_reconstructions else reconstructions.float().clamp(-1, 1)
+            quantize_reconstructions(reconstructions)
+            if config.quantize_reconstructions
+            else reconstructions.float().clamp(-1, 1)
         )
         entry["metric_sums"].update(images, reconstructions, perceptual_network)
         entry["fid"].update(feature_extractor(reconstructions))
@@ -402,12 +464,22 @@ def _new_state(adapters, feature_dim: int, use_cached_reference: bool) -> dict[s
         "version": _STATE_VERSION,
         "processed_batches": 0,
         "reference_fid": None if use_cached_reference else FeatureStatistics(feature_dim),
-        "indices": [], "labels": [], "reference_features": [],
-        "visualization_indices": [], "visualization_originals": [],
-        "num_upscaled": 0, "num_skipped": 0,
+        "indices": [],
+        "labels": [],
+        "reference_features": [],
+        "visualization_indices": [],
+        "visualization_originals": [],
+        "num_upscaled": 0,
+        "num_skipped": 0,
         "tokenizers": [
-            {"fid": FeatureStatistics(feature_dim), "metric_sums": ReconstructionMetricSums(), "pooled_latents": [],
-             "probe_features": [], "visualization": [], "latent_shape": None}
+            {
+                "fid": FeatureStatistics(feature_dim),
+                "metric_sums": ReconstructionMetricSums(),
+                "pooled_latents": [],
+                "probe_features": [],
+                "visualization": [],
+                "latent_shape": None,
+            }
             for _ in adapters
         ],
     }
@@ -418,7 +490,9 @@ def _feature_dim(feature_extractor: FIDFeatureExtractor) -> int:
     return int(feature_extractor(probe).shape[1])
 
 
-def _load_or_start_state(state_path: Path, resume: bool, fingerprint: str, adapters, feature_extractor, cached_reference):
+def _load_or_start_state(
+    state_path: Path, resume: bool, fingerprint: str, adapters, feature_extractor, cached_reference
+):
     if state_path.is_file() and resume:
         stored = torch.load(state_path, map_location="cpu", weights_only=True)
         if stored.get("fingerprint") != fingerprint:
@@ -493,9 +567,13 @@ def _merge_states(stored_states: list[dict[str, Any]], adapters) -> dict[str, An
         # Reference features are kept for CKNNA's images only; they come in index order within each process, and
         # processes hold contiguous index ranges, so concatenation keeps the order.
         "reference_features": torch.cat([f for state in states for f in state["reference_features"]])
-        if any(state["reference_features"] for state in states) else None,
-        "visualization_originals": torch.cat([v for state in states for v in state["visualization_originals"]])[visualization_order]
-        if visualization_indices else None,
+        if any(state["reference_features"] for state in states)
+        else None,
+        "visualization_originals": torch.cat([v for state in states for v in state["visualization_originals"]])[
+            visualization_order
+        ]
+        if visualization_indices
+        else None,
         "num_upscaled": sum(state["num_upscaled"] for state in states),
         "num_skipped": sum(state["num_skipped"] for state in states),
         "tokenizers": [],
@@ -508,13 +586,15 @@ def _merge_states(stored_states: list[dict[str, Any]], adapters) -> dict[str, An
             fid.merge(entry["fid"])
             sums.merge(entry["metric_sums"])
         probe_parts = [part for entry in entries for part in entry["probe_features"]]
-        merged["tokenizers"].append({
-            "fid": fid,
-            "metric_sums": sums,
-            "pooled_latents": cat_sorted([part for entry in entries for part in entry["pooled_latents"]]),
-            "probe_features": cat_sorted(probe_parts) if probe_parts else None,
-            "latent_shape": next(entry["latent_shape"] for entry in entries if entry["latent_shape"] is not None),
-        })
+        merged["tokenizers"].append(
+            {
+                "fid": fid,
+                "metric_sums": sums,
+                "pooled_latents": cat_sorted([part for entry in entries for part in entry["pooled_latents"]]),
+                "probe_features": cat_sorted(probe_parts) if probe_parts else None,
+                "latent_shape": next(entry["latent_shape"] for entry in entries if entry["latent_shape"] is not None),
+            }
+        )
         if visualization_indices:
             merged["visualization"].append(
                 torch.cat([v for entry in entries for v in entry["visualization"]])[visualization_order]
@@ -527,8 +607,9 @@ def _merge_states(stored_states: list[dict[str, Any]], adapters) -> dict[str, An
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _final_metrics(index, adapter, merged, reference, config, probe_config, height, width, cknna_indices,
-                   notes) -> dict[str, Any]:
+def _final_metrics(
+    index, adapter, merged, reference, config, probe_config, height, width, cknna_indices, notes
+) -> dict[str, Any]:
     entry = merged["tokenizers"][index]
     metrics: dict[str, Any] = {"latent_shape": entry["latent_shape"], **entry["metric_sums"].means()}
     metrics["rfid"] = fid_from_statistics(reference, entry["fid"])
@@ -546,15 +627,24 @@ def _final_metrics(index, adapter, merged, reference, config, probe_config, heig
     metrics["cknna"] = None
     if merged["reference_features"] is not None:
         if len(cknna_indices) > config.cknna_topk + 3:
-            metrics["cknna"] = cknna(entry["pooled_latents"][cknna_indices], merged["reference_features"], config.cknna_topk)
+            metrics["cknna"] = cknna(
+                entry["pooled_latents"][cknna_indices], merged["reference_features"], config.cknna_topk
+            )
             metrics["cknna_num_samples"] = len(cknna_indices)
         elif index == 0:
             notes.append(f"CKNNA skipped: {len(cknna_indices)} samples are too few for k={config.cknna_topk}.")
     latent_values = math.prod(entry["latent_shape"])
     metrics["compression"] = {"pixels_per_latent_value": 3 * height * width / latent_values}
-    return {"tokenizer": adapter.describe() if hasattr(adapter, "describe") else {"name": adapter.name,
-            "spatial_factor": adapter.spatial_factor, "latent_channels": adapter.latent_channels},
-            "metrics": metrics}
+    return {
+        "tokenizer": adapter.describe()
+        if hasattr(adapter, "describe")
+        else {
+            "name": adapter.name,
+            "spatial_factor": adapter.spatial_factor,
+            "latent_channels": adapter.latent_channels,
+        },
+        "metrics": metrics,
+    }
 
 
 def _evenly_spaced(count: int, total: int) -> torch.Tensor:
@@ -579,15 +669,19 @@ def _resolve_reference_encoder(spec: str, adapters, device):
     return reference, None
 
 
-def _settings_fingerprint(config, adapters, feature_extractor, perceptual_network, reference_encoder, num_samples,
-                          num_processes) -> str:
+def _settings_fingerprint(
+    config, adapters, feature_extractor, perceptual_network, reference_encoder, num_samples, num_processes
+) -> str:
     described = []
     for adapter in adapters:
         description = adapter.describe() if hasattr(adapter, "describe") else {"name": adapter.name}
         described.append({key: description.get(key) for key in ("name", "class_name", "source", "config", "dtype")})
     settings = {
-        "config": {key: value for key, value in _jsonable(asdict(config)).items()
-                   if key not in ("num_workers", "save_every_batches", "fid_statistics_cache")},
+        "config": {
+            key: value
+            for key, value in _jsonable(asdict(config)).items()
+            if key not in ("num_workers", "save_every_batches", "fid_statistics_cache")
+        },
         "num_samples": num_samples,
         "num_processes": num_processes,
         "tokenizers": described,
@@ -606,5 +700,3 @@ def _make_names_unique(adapters) -> None:
         seen[adapter.name] = count + 1
         if count:
             adapter.name = f"{adapter.name} #{count + 1}"
-
-

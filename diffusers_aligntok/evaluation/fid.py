@@ -167,7 +167,9 @@ def fid_from_statistics(real: FeatureStatistics, fake: FeatureStatistics) -> flo
     return frechet_distance(real.mean, real.covariance, fake.mean, fake.covariance)
 
 
-def compute_fid_from_features(real_features: np.ndarray | torch.Tensor, fake_features: np.ndarray | torch.Tensor) -> float:
+def compute_fid_from_features(
+    real_features: np.ndarray | torch.Tensor, fake_features: np.ndarray | torch.Tensor
+) -> float:
     """FID between two sets of feature vectors `(N, D)` and `(M, D)` (sample means, unbiased covariances)."""
     real_features = _as_float64_matrix(real_features, "real_features")
     fake_features = _as_float64_matrix(fake_features, "fake_features")
@@ -212,7 +214,9 @@ def inception_score(logits: np.ndarray | torch.Tensor, num_splits: int = 10) -> 
     if logits.ndim != 2:
         raise ValueError(f"Expected logits of shape (num_samples, num_classes), got {tuple(logits.shape)}.")
     if not 1 <= num_splits <= logits.shape[0]:
-        raise ValueError(f"num_splits must be between 1 and the number of samples ({logits.shape[0]}), got {num_splits}.")
+        raise ValueError(
+            f"num_splits must be between 1 and the number of samples ({logits.shape[0]}), got {num_splits}."
+        )
     log_probabilities = torch.log_softmax(logits, dim=1)
     scores = []
     for chunk in torch.tensor_split(log_probabilities, num_splits):
@@ -259,7 +263,9 @@ def _kth_neighbour_radii(features: torch.Tensor, k: int, batch_size: int) -> tor
     )
 
 
-def _fraction_inside_manifold(queries: torch.Tensor, references: torch.Tensor, radii: torch.Tensor, batch_size: int) -> float:
+def _fraction_inside_manifold(
+    queries: torch.Tensor, references: torch.Tensor, radii: torch.Tensor, batch_size: int
+) -> float:
     inside = [(torch.cdist(rows, references) <= radii[None, :]).any(dim=1) for rows in queries.split(batch_size)]
     return torch.cat(inside).double().mean().item()
 
@@ -305,8 +311,9 @@ class RandomInceptionStandIn(nn.Module):
 
     def forward(self, images_0_255: torch.Tensor) -> torch.Tensor:
         if self.resize_inside and tuple(images_0_255.shape[-2:]) != _INCEPTION_SIZE:
-            images_0_255 = nn.functional.interpolate(images_0_255, size=_INCEPTION_SIZE, mode="bilinear",
-                                                     align_corners=False)
+            images_0_255 = nn.functional.interpolate(
+                images_0_255, size=_INCEPTION_SIZE, mode="bilinear", align_corners=False
+            )
         return self.layers((images_0_255 - 128.0) / 128.0)
 
 
@@ -388,7 +395,7 @@ class FIDFeatureExtractor:
         protocols = {
             "clean": "clean-fid 'clean': 8-bit quantisation, PIL bicubic float resize to 299x299 per channel",
             "legacy_tensorflow": "clean-fid 'legacy_tensorflow': 8-bit quantisation, images at their own size into the "
-                                 "network, which resizes inside (emulating the TensorFlow Inception graph's resize)",
+            "network, which resizes inside (emulating the TensorFlow Inception graph's resize)",
         }
         return {
             "name": self.name,
@@ -399,7 +406,9 @@ class FIDFeatureExtractor:
 
 
 def build_fid_feature_extractor(
-    name: str = "clean-fid-inception", device: str | torch.device = "cpu", network: Callable | None = None,
+    name: str = "clean-fid-inception",
+    device: str | torch.device = "cpu",
+    network: Callable | None = None,
     inception_mode: str = "clean",
 ) -> FIDFeatureExtractor:
     """The FID feature extractor called `name`.
@@ -419,19 +428,28 @@ def build_fid_feature_extractor(
     device = torch.device(device)
     check_inception_mode(inception_mode)
     if network is not None:
-        return FIDFeatureExtractor(network, name=name, is_real_metric=True, device=device,
-                                   inception_mode=inception_mode)
+        return FIDFeatureExtractor(
+            network, name=name, is_real_metric=True, device=device, inception_mode=inception_mode
+        )
     if name == "clean-fid-inception":
-        return FIDFeatureExtractor(_clean_fid_inception(device, inception_mode), name=name, is_real_metric=True,
-                                   device=device, inception_mode=inception_mode)
+        return FIDFeatureExtractor(
+            _clean_fid_inception(device, inception_mode),
+            name=name,
+            is_real_metric=True,
+            device=device,
+            inception_mode=inception_mode,
+        )
     if name == "random-inception-standin":
         network = RandomInceptionStandIn(resize_inside=inception_mode == "legacy_tensorflow").to(device)
-        return FIDFeatureExtractor(network, name=name, is_real_metric=False, device=device,
-                                   inception_mode=inception_mode)
+        return FIDFeatureExtractor(
+            network, name=name, is_real_metric=False, device=device, inception_mode=inception_mode
+        )
     raise ValueError(f"Unknown FID feature extractor {name!r}; choose one of {FEATURE_EXTRACTORS} or pass network=.")
 
 
-def _clean_fid_inception(device: torch.device, inception_mode: str = "clean") -> Callable[[torch.Tensor], torch.Tensor]:
+def _clean_fid_inception(
+    device: torch.device, inception_mode: str = "clean"
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """clean-fid's Inception for `inception_mode` (downloads `inception-2015-12-05.pt` to /tmp on first use)."""
     from cleanfid.features import build_feature_extractor
 
@@ -452,7 +470,9 @@ def _clean_fid_inception(device: torch.device, inception_mode: str = "clean") ->
 
 def default_reference_statistics_dir() -> Path:
     """`$DIFFUSERS_ALIGNTOK_CACHE/fid_reference_statistics`, by default under `~/.cache/diffusers_aligntok`."""
-    root = os.environ.get("DIFFUSERS_ALIGNTOK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "diffusers_aligntok"))
+    root = os.environ.get(
+        "DIFFUSERS_ALIGNTOK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "diffusers_aligntok")
+    )
     return Path(root) / "fid_reference_statistics"
 
 
@@ -513,4 +533,3 @@ def _as_float64_matrix(values: np.ndarray | torch.Tensor, name: str) -> np.ndarr
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or inf values; check the images or the model that produced them.")
     return values
-

@@ -104,6 +104,7 @@ from .fid import (
 from .report import package_versions, write_json_and_markdown
 from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_batches, shard_batches
 
+
 logger = logging.getLogger(__name__)
 
 LABEL_SAMPLINGS = ("balanced", "random")
@@ -241,7 +242,9 @@ class GenerationEvaluationConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.reference_num_samples is not None and self.reference_num_samples <= 0:
-            raise ValueError(f"reference_num_samples must be positive or None (all images), got {self.reference_num_samples}.")
+            raise ValueError(
+                f"reference_num_samples must be positive or None (all images), got {self.reference_num_samples}."
+            )
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
         self.label_sampling = check_label_sampling(self.label_sampling)
@@ -253,7 +256,8 @@ class GenerationEvaluationConfig:
                 "'arr_0' computes them from its images."
             )
         if self.guidance_channels is not None and (
-            not isinstance(self.guidance_channels, int) or isinstance(self.guidance_channels, bool)
+            not isinstance(self.guidance_channels, int)
+            or isinstance(self.guidance_channels, bool)
             or self.guidance_channels <= 0
         ):
             raise ValueError(
@@ -290,7 +294,9 @@ def check_label_sampling(label_sampling: str) -> str:
     return label_sampling
 
 
-def check_guidance_scales(cfg_sweep: Sequence[float] | None, guidance_scale: float, minimum: float, example: str) -> list[float] | None:
+def check_guidance_scales(
+    cfg_sweep: Sequence[float] | None, guidance_scale: float, minimum: float, example: str
+) -> list[float] | None:
     """Validates a guidance scale or a CFG sweep (non-empty, no repeats, finite, >= `minimum`); returns the sweep."""
     if cfg_sweep is not None:
         cfg_sweep = [float(scale) for scale in cfg_sweep]
@@ -344,19 +350,22 @@ class SamplePlan:
     def describe(self) -> dict[str, Any]:
         counts = np.bincount(self.labels, minlength=self.num_classes)
         return {
-            "seed": self.seed, "num_samples": self.num_samples, "label_sampling": self.label_sampling,
-            "num_classes": self.num_classes, "samples_per_class_min": int(counts.min()),
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "label_sampling": self.label_sampling,
+            "num_classes": self.num_classes,
+            "samples_per_class_min": int(counts.min()),
             "samples_per_class_max": int(counts.max()),
             "labels": _LABEL_RULES[self.label_sampling],
             "noise": "sample i starts from torch.randn on the CPU with a generator seeded by noise_seeds[i] = "
-                     "splitmix64(seed, i)",
+            "splitmix64(seed, i)",
         }
 
 
 _LABEL_RULES = {
     "balanced": "every class num_samples / num_classes times, in an order shuffled by numpy's default_rng(seed)",
     "random": "labels[i] = splitmix64(seed, i, label stream) mod num_classes: independent uniform labels, a function "
-              "of (seed, i) alone",
+    "of (seed, i) alone",
 }
 
 
@@ -386,8 +395,14 @@ def make_sample_plan(seed: int, num_samples: int, label_sampling: str, num_class
         labels = rng.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), num_samples // num_classes))
     else:
         labels = random_labels(seed, np.arange(num_samples), num_classes)
-    return SamplePlan(int(seed), int(num_samples), label_sampling, int(num_classes), labels,
-                      _splitmix64_seeds(int(seed), num_samples))
+    return SamplePlan(
+        int(seed),
+        int(num_samples),
+        label_sampling,
+        int(num_classes),
+        labels,
+        _splitmix64_seeds(int(seed), num_samples),
+    )
 
 
 def random_labels(seed: int, indices: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
@@ -525,15 +540,32 @@ def describe_pipeline(pipeline, path: str) -> dict[str, Any]:
     from ..training.latent_cache import tokenizer_fingerprint
 
     transformer, vae, scheduler = pipeline.transformer, pipeline.vae, pipeline.scheduler
-    transformer_keys = ("sample_size", "patch_size", "in_channels", "hidden_size", "num_layers", "num_attention_heads",
-                        "num_classes", "qk_norm", "class_dropout_prob")
-    vae_keys = ("latent_channels", "block_out_channels", "scaling_factor", "shift_factor", "encoder_type",
-                "force_upcast")
+    transformer_keys = (
+        "sample_size",
+        "patch_size",
+        "in_channels",
+        "hidden_size",
+        "num_layers",
+        "num_attention_heads",
+        "num_classes",
+        "qk_norm",
+        "class_dropout_prob",
+    )
+    vae_keys = (
+        "latent_channels",
+        "block_out_channels",
+        "scaling_factor",
+        "shift_factor",
+        "encoder_type",
+        "force_upcast",
+    )
     return {
         "path": str(path),
         "transformer": {
             "class": type(transformer).__name__,
-            "config": {key: _jsonable(transformer.config.get(key)) for key in transformer_keys if key in transformer.config},
+            "config": {
+                key: _jsonable(transformer.config.get(key)) for key in transformer_keys if key in transformer.config
+            },
             "num_parameters": sum(parameter.numel() for parameter in transformer.parameters()),
             "dtype": str(transformer.dtype).replace("torch.", ""),
             "fingerprint": tokenizer_fingerprint(transformer),
@@ -570,7 +602,9 @@ class GenerationFeatureExtractor:
         logits_name (`str`): Recorded with the Inception Score.
     """
 
-    def __init__(self, fid: FIDFeatureExtractor, logits_network: Callable | None = None, logits_name: str | None = None):
+    def __init__(
+        self, fid: FIDFeatureExtractor, logits_network: Callable | None = None, logits_name: str | None = None
+    ):
         self.fid = fid
         self.logits_network = logits_network
         self.logits_name = logits_name or f"{fid.name} features used as logits"
@@ -621,7 +655,9 @@ class CleanFIDInceptionLogits:
 
     def __call__(self, images_299: torch.Tensor) -> torch.Tensor:
         probabilities = self.inception.base(images_299, no_output_bias=True).double()
-        if probabilities.shape[1] != 1008 or not torch.allclose(probabilities.sum(dim=1), torch.ones_like(probabilities[:, 0]), atol=1e-3):
+        if probabilities.shape[1] != 1008 or not torch.allclose(
+            probabilities.sum(dim=1), torch.ones_like(probabilities[:, 0]), atol=1e-3
+        ):
             raise RuntimeError(
                 f"clean-fid's Inception returned {tuple(probabilities.shape)} outputs that are not 1008-way "
                 "probabilities; this clean-fid / torchscript version differs from the one this code expects."
@@ -629,8 +665,9 @@ class CleanFIDInceptionLogits:
         return probabilities.clamp_min(1e-30).log()
 
 
-def build_generation_feature_extractor(name: str = "clean-fid-inception", device: str | torch.device = "cpu",
-                                       inception_mode: str = "clean") -> GenerationFeatureExtractor:
+def build_generation_feature_extractor(
+    name: str = "clean-fid-inception", device: str | torch.device = "cpu", inception_mode: str = "clean"
+) -> GenerationFeatureExtractor:
     """`"clean-fid-inception"`: clean-fid's Inception for the FID features (2048-d pool) and for the IS logits
     (downloads `inception-2015-12-05.pt` to /tmp on first use). `"random-inception-standin"`: the offline stand-in,
     whose features also stand in for the logits; none of its numbers is FID or IS.
@@ -652,10 +689,12 @@ def build_generation_feature_extractor(name: str = "clean-fid-inception", device
                 "use; no network?). Copy that file to /tmp on this machine, or use "
                 "feature_extractor='random-inception-standin' for offline smoke runs (its numbers are not FID)."
             ) from error
-        fid = FIDFeatureExtractor(inception, name=name, is_real_metric=True, device=device,
-                                  inception_mode=inception_mode)
+        fid = FIDFeatureExtractor(
+            inception, name=name, is_real_metric=True, device=device, inception_mode=inception_mode
+        )
         return GenerationFeatureExtractor(
-            fid, CleanFIDInceptionLogits(inception),
+            fid,
+            CleanFIDInceptionLogits(inception),
             "clean-fid Inception (inception-2015-12-05), 1008-way output layer without bias",
         )
     if name not in FEATURE_EXTRACTORS:
@@ -685,21 +724,41 @@ class Reference:
     description: dict[str, Any] = field(default_factory=dict)
 
 
-def load_reference(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor, accelerator,
-                   image_size: tuple[int, int], notes: list[str], warnings_list: list[str],
-                   num_classes: int | None = None) -> Reference:
+def load_reference(
+    config: GenerationEvaluationConfig,
+    extractor: GenerationFeatureExtractor,
+    accelerator,
+    image_size: tuple[int, int],
+    notes: list[str],
+    warnings_list: list[str],
+    num_classes: int | None = None,
+) -> Reference:
     """The reference of `config.reference`: an `.npz` file in ADM's reference-batch format, else a data source
     (statistics cached on disk)."""
     if config.reference.endswith(".npz"):
-        return load_reference_npz(config.reference, extractor, config.precision_recall_reference_samples,
-                                  config.batch_size, notes, warnings_list, statistics=config.reference_npz_statistics,
-                                  image_size=image_size)
+        return load_reference_npz(
+            config.reference,
+            extractor,
+            config.precision_recall_reference_samples,
+            config.batch_size,
+            notes,
+            warnings_list,
+            statistics=config.reference_npz_statistics,
+            image_size=image_size,
+        )
     return reference_from_data(config, extractor, accelerator, image_size, notes, warnings_list, num_classes)
 
 
-def load_reference_npz(path: str | os.PathLike, extractor: GenerationFeatureExtractor, precision_recall_samples: int,
-                       batch_size: int, notes: list[str], warnings_list: list[str], statistics: str = "auto",
-                       image_size: tuple[int, int] | None = None) -> Reference:
+def load_reference_npz(
+    path: str | os.PathLike,
+    extractor: GenerationFeatureExtractor,
+    precision_recall_samples: int,
+    batch_size: int,
+    notes: list[str],
+    warnings_list: list[str],
+    statistics: str = "auto",
+    image_size: tuple[int, int] | None = None,
+) -> Reference:
     """Reference statistics (and precision / recall features) from an `.npz` in ADM's reference-batch format.
 
     The file holds `mu` `(D,)` and `sigma` `(D, D)`, the statistics of the reference features (ADM's
@@ -757,10 +816,17 @@ def load_reference_npz(path: str | os.PathLike, extractor: GenerationFeatureExtr
     feature_dim = _feature_dim(extractor.fid)
     mode = extractor.fid.inception_mode
     description: dict[str, Any] = {
-        "kind": "npz", "format": "ADM reference batch (mu/sigma and/or arr_0 images)", "path": str(path),
-        "file_name": path.name, "file_bytes": path.stat().st_size, "arrays": keys,
-        "statistics_requested": statistics, "statistics_source": source, "statistics_num_images": None,
-        "arr_0_shape": None, "precision_recall": None,
+        "kind": "npz",
+        "format": "ADM reference batch (mu/sigma and/or arr_0 images)",
+        "path": str(path),
+        "file_name": path.name,
+        "file_bytes": path.stat().st_size,
+        "arrays": keys,
+        "statistics_requested": statistics,
+        "statistics_source": source,
+        "statistics_num_images": None,
+        "arr_0_shape": None,
+        "precision_recall": None,
     }
 
     if source == "mu_sigma":
@@ -828,13 +894,19 @@ def load_reference_npz(path: str | os.PathLike, extractor: GenerationFeatureExtr
     features = None
     if images_needed:
         accumulated = FeatureStatistics(feature_dim) if source == "arr_0" else None
-        features, count, total = _npz_image_features(path, extractor, precision_recall_samples, batch_size, accumulated)
+        features, count, total = _npz_image_features(
+            path, extractor, precision_recall_samples, batch_size, accumulated
+        )
         if accumulated is not None:
             mean, covariance = accumulated.mean, accumulated.covariance
             description["statistics_num_images"] = accumulated.count
         if features is not None:
-            description["precision_recall"] = {"source": "arr_0", "num_samples": count, "of": total,
-                                               "selection": "evenly spaced"}
+            description["precision_recall"] = {
+                "source": "arr_0",
+                "num_samples": count,
+                "of": total,
+                "selection": "evenly spaced",
+            }
     # Identifies the statistics actually used (a file's name says little: ADM's batch is often renamed or re-saved).
     digest = hashlib.sha256(np.ascontiguousarray(mean, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(covariance, dtype=np.float64).tobytes())
@@ -842,8 +914,9 @@ def load_reference_npz(path: str | os.PathLike, extractor: GenerationFeatureExtr
     return Reference(mean, covariance, features, description)
 
 
-def _check_npz_statistics(path: Path, mean: np.ndarray, covariance: np.ndarray, feature_dim: int,
-                          extractor_name: str) -> None:
+def _check_npz_statistics(
+    path: Path, mean: np.ndarray, covariance: np.ndarray, feature_dim: int, extractor_name: str
+) -> None:
     if mean.shape != (feature_dim,) or covariance.shape != (feature_dim, feature_dim):
         raise ValueError(
             f"{path} holds {mean.shape[0] if mean.ndim == 1 else mean.shape}-d statistics (mu {mean.shape}, sigma "
@@ -876,8 +949,9 @@ def _read_npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
     return read_header(member)
 
 
-def _npz_image_features(path: Path, extractor, num_samples: int, batch_size: int,
-                        statistics: FeatureStatistics | None = None) -> tuple[np.ndarray | None, int, int]:
+def _npz_image_features(
+    path: Path, extractor, num_samples: int, batch_size: int, statistics: FeatureStatistics | None = None
+) -> tuple[np.ndarray | None, int, int]:
     """Features of `num_samples` evenly spaced images of `arr_0` (None if 0), read a batch at a time from the zip
     member; with `statistics`, every image's features are also accumulated into it (one pass for both)."""
     shape = _npz_image_array_shape(path)
@@ -917,15 +991,22 @@ def _read_exactly(stream, size: int, path: Path | None = None) -> bytes:
     while len(data) < size:
         piece = stream.read(size - len(data))
         if not piece:
-            raise ValueError(f"{path or 'The npz'}: arr_0 ends early; the file is truncated, download or write it "
-                             "again.")
+            raise ValueError(
+                f"{path or 'The npz'}: arr_0 ends early; the file is truncated, download or write it again."
+            )
         data.extend(piece)
     return bytes(data)
 
 
-def reference_from_data(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor, accelerator,
-                        image_size: tuple[int, int], notes: list[str], warnings_list: list[str],
-                        num_classes: int | None = None) -> Reference:
+def reference_from_data(
+    config: GenerationEvaluationConfig,
+    extractor: GenerationFeatureExtractor,
+    accelerator,
+    image_size: tuple[int, int],
+    notes: list[str],
+    warnings_list: list[str],
+    num_classes: int | None = None,
+) -> Reference:
     """Reference statistics of a data source (centre crops), from the cache shared with the tokenizer evaluation or
     computed here (sharded over processes), plus the features of evenly spaced images for precision / recall."""
     from accelerate.utils import gather_object
@@ -939,8 +1020,13 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
             f"The reference images are {height}x{width} but the samples are {image_size[0]}x{image_size[1]}."
         )
     with accelerator.main_process_first():
-        dataset = build_evaluation_dataset(config.reference, config.reference_split, (height, width),
-                                           config.reference_num_samples or _ALL_IMAGES, seed=_REFERENCE_SEED)
+        dataset = build_evaluation_dataset(
+            config.reference,
+            config.reference_split,
+            (height, width),
+            config.reference_num_samples or _ALL_IMAGES,
+            seed=_REFERENCE_SEED,
+        )
     total = len(dataset)
     description_text = getattr(dataset, "source_description", config.reference)
     data_classes = getattr(dataset, "num_classes", None)
@@ -949,19 +1035,28 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
             f"The reference data has {data_classes} classes but the transformer has num_classes={num_classes}."
         )
     if config.reference_num_samples is not None and total < config.reference_num_samples:
-        warnings_list.append(f"{config.reference} has only {total} images; the reference uses {total}, not "
-                             f"{config.reference_num_samples}.")
+        warnings_list.append(
+            f"{config.reference} has only {total} images; the reference uses {total}, not "
+            f"{config.reference_num_samples}."
+        )
     # The tokenizer evaluation's cache key: both evaluations share statistics of the same images.
     key = {
-        "source": config.reference, "split": config.reference_split, "resolution": [height, width], "crop": "center",
-        "num_samples": total, "data_description": description_text, "feature_extractor": extractor.name,
+        "source": config.reference,
+        "split": config.reference_split,
+        "resolution": [height, width],
+        "crop": "center",
+        "num_samples": total,
+        "data_description": description_text,
+        "feature_extractor": extractor.name,
         "seed": _REFERENCE_SEED if config.reference.startswith("builtin:") else None,
     }
     if extractor.fid.inception_mode != "clean":
         # Only outside the default: "clean" keys stay those of the tokenizer evaluation (which has no mode) and of
         # statistics cached before the mode existed, so both keep sharing one cache entry.
         key["inception_mode"] = extractor.fid.inception_mode
-    cache_dir = Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
+    cache_dir = (
+        Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
+    )
     statistics_path = reference_statistics_path(cache_dir, key)
     statistics = load_reference_statistics(statistics_path, key)
     precision_recall_count = min(config.precision_recall_reference_samples, total)
@@ -989,11 +1084,15 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
             kept_features.append(batch_features[rows].astype(np.float32))
             progress.update(1)
         progress.close()
-        gathered = gather_object([{
-            "statistics": partial.state_dict() if partial is not None else None,
-            "indices": kept_indices,
-            "features": np.concatenate(kept_features) if kept_features else None,
-        }])
+        gathered = gather_object(
+            [
+                {
+                    "statistics": partial.state_dict() if partial is not None else None,
+                    "indices": kept_indices,
+                    "features": np.concatenate(kept_features) if kept_features else None,
+                }
+            ]
+        )
         if statistics is None:
             statistics = FeatureStatistics.from_state_dict(gathered[0]["statistics"])
             for part in gathered[1:]:
@@ -1010,12 +1109,24 @@ def reference_from_data(config: GenerationEvaluationConfig, extractor: Generatio
     if not precision_recall_count:
         notes.append("Precision / recall skipped: precision_recall_reference_samples=0.")
     description = {
-        "kind": "data", "source": config.reference, "split": config.reference_split, "resolution": [height, width],
-        "crop": "center", "num_samples": total, "data_description": description_text,
-        "statistics_source": "computed here from the data", "inception_mode": extractor.fid.inception_mode,
-        "statistics_path": str(statistics_path), "cached": cached,
-        "precision_recall": {"num_samples": precision_recall_count, "selection": "evenly spaced", "path": str(features_path)}
-        if precision_recall_count else None,
+        "kind": "data",
+        "source": config.reference,
+        "split": config.reference_split,
+        "resolution": [height, width],
+        "crop": "center",
+        "num_samples": total,
+        "data_description": description_text,
+        "statistics_source": "computed here from the data",
+        "inception_mode": extractor.fid.inception_mode,
+        "statistics_path": str(statistics_path),
+        "cached": cached,
+        "precision_recall": {
+            "num_samples": precision_recall_count,
+            "selection": "evenly spaced",
+            "path": str(features_path),
+        }
+        if precision_recall_count
+        else None,
     }
     return Reference(statistics.mean, statistics.covariance, features, description)
 
@@ -1044,15 +1155,26 @@ def _load_cached_features(path: Path, key: dict[str, Any]) -> np.ndarray | None:
 
 def initial_noise(noise_seeds: Sequence[int], latent_shape: Sequence[int]) -> torch.Tensor:
     """`(len(noise_seeds), *latent_shape)` standard normal noise, each sample from its own seeded CPU generator."""
-    return torch.stack([torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(int(seed)))
-                        for seed in noise_seeds])
+    return torch.stack(
+        [torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(int(seed))) for seed in noise_seeds]
+    )
 
 
-def generate_chunk(pipeline, plan: SamplePlan, chunk: int, samples_per_chunk: int, batch_size: int,
-                   guidance_scale: float, guidance_interval: tuple[float, float], num_inference_steps: int,
-                   extractor: GenerationFeatureExtractor, save_images_below: int = 0,
-                   image_dir: Path | None = None, guidance_channels: int | None = None,
-                   keep_images: bool = False) -> dict[str, np.ndarray]:
+def generate_chunk(
+    pipeline,
+    plan: SamplePlan,
+    chunk: int,
+    samples_per_chunk: int,
+    batch_size: int,
+    guidance_scale: float,
+    guidance_interval: tuple[float, float],
+    num_inference_steps: int,
+    extractor: GenerationFeatureExtractor,
+    save_images_below: int = 0,
+    image_dir: Path | None = None,
+    guidance_channels: int | None = None,
+    keep_images: bool = False,
+) -> dict[str, np.ndarray]:
     """Generates chunk `chunk` of `plan` in batches of `batch_size` and returns its arrays (features, logits, ...).
 
     Samples with index `< save_images_below` are also written to `image_dir` as `<index>_class<label>.png`.
@@ -1131,8 +1253,13 @@ def write_images_chunk(path: Path, images: np.ndarray, sample_indices: np.ndarra
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.incomplete")
     with open(temporary, "wb") as handle:
-        np.savez(handle, images=images, sample_indices=sample_indices.astype(np.int64),
-                 fingerprint=np.array(fingerprint), state_version=np.array(_STATE_VERSION))
+        np.savez(
+            handle,
+            images=images,
+            sample_indices=sample_indices.astype(np.int64),
+            fingerprint=np.array(fingerprint),
+            state_version=np.array(_STATE_VERSION),
+        )
     os.replace(temporary, path)
     return path
 
@@ -1145,9 +1272,19 @@ def read_chunk_fingerprint(path: Path) -> str | None:
         return None  # unreadable: generate it again
 
 
-def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir: Path, fingerprint: str,
-                    config: GenerationEvaluationConfig, guidance_scale: float, extractor: GenerationFeatureExtractor,
-                    resume: bool, stop_after: int | None = None, show_progress: bool = True) -> tuple[list[int], bool]:
+def generate_chunks(
+    pipeline,
+    plan: SamplePlan,
+    chunks: Sequence[int],
+    scale_dir: Path,
+    fingerprint: str,
+    config: GenerationEvaluationConfig,
+    guidance_scale: float,
+    extractor: GenerationFeatureExtractor,
+    resume: bool,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+) -> tuple[list[int], bool]:
     """Generates the `chunks` of this process into `scale_dir`; returns (chunks generated now, stopped early).
 
     With `resume`, a chunk whose file exists with the same `fingerprint` is skipped and one with another fingerprint
@@ -1160,7 +1297,9 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
         if resume and path.is_file():
             stored = read_chunk_fingerprint(path)
             # A chunk from a run without save_npz has no images: generate it again (the same samples) to get them.
-            images_ready = not keep_images or read_chunk_fingerprint(images_chunk_path(scale_dir, chunk)) == fingerprint
+            images_ready = (
+                not keep_images or read_chunk_fingerprint(images_chunk_path(scale_dir, chunk)) == fingerprint
+            )
             if stored == fingerprint and images_ready:
                 continue
             if stored == fingerprint:
@@ -1175,14 +1314,27 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
                 )
         todo.append(chunk)
     generated = []
-    progress = tqdm(total=len(chunks), initial=len(chunks) - len(todo), desc=f"generate (cfg {guidance_scale:g})",
-                    disable=not show_progress)
+    progress = tqdm(
+        total=len(chunks),
+        initial=len(chunks) - len(todo),
+        desc=f"generate (cfg {guidance_scale:g})",
+        disable=not show_progress,
+    )
     for chunk in todo:
         arrays = generate_chunk(
-            pipeline, plan, chunk, config.samples_per_chunk, config.batch_size, guidance_scale,
-            config.guidance_interval, config.num_inference_steps, extractor,
-            save_images_below=config.save_images, image_dir=scale_dir / SAMPLES_DIR,
-            guidance_channels=config.guidance_channels, keep_images=keep_images,
+            pipeline,
+            plan,
+            chunk,
+            config.samples_per_chunk,
+            config.batch_size,
+            guidance_scale,
+            config.guidance_interval,
+            config.num_inference_steps,
+            extractor,
+            save_images_below=config.save_images,
+            image_dir=scale_dir / SAMPLES_DIR,
+            guidance_channels=config.guidance_channels,
+            keep_images=keep_images,
         )
         images = arrays.pop("images", None)
         if images is not None:
@@ -1199,9 +1351,15 @@ def generate_chunks(pipeline, plan: SamplePlan, chunks: Sequence[int], scale_dir
     return generated, False
 
 
-def generation_fingerprint(config: GenerationEvaluationConfig, guidance_scale: float, pipeline_description: dict,
-                           scheduler_config: dict, extractor_name: str, image_size: tuple[int, int],
-                           inception_mode: str = "clean") -> str:
+def generation_fingerprint(
+    config: GenerationEvaluationConfig,
+    guidance_scale: float,
+    pipeline_description: dict,
+    scheduler_config: dict,
+    extractor_name: str,
+    image_size: tuple[int, int],
+    inception_mode: str = "clean",
+) -> str:
     """A hash of every setting that changes the contents of a chunk file (not the batch size, the process count or
     `save_npz`, which only adds the images beside it)."""
     settings = {
@@ -1239,8 +1397,9 @@ def sample_npz_path(save_npz: str | os.PathLike, guidance_scale: float, sweep: b
     return path.with_name(f"{path.stem}-cfg-{guidance_scale:g}{path.suffix}") if sweep else path
 
 
-def write_adm_sample_npz(path: str | os.PathLike, scale_dir: Path, plan: SamplePlan, samples_per_chunk: int,
-                         fingerprint: str | None = None) -> dict[str, Any]:
+def write_adm_sample_npz(
+    path: str | os.PathLike, scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, fingerprint: str | None = None
+) -> dict[str, Any]:
     """Streams the chunk image files of `scale_dir`, in plan order, into one `.npz` as ADM's evaluator reads it.
 
     The layout is that of ADM's `scripts/image_sample.py` (`np.savez(path, arr, label_arr)`): `arr_0` uint8
@@ -1261,33 +1420,44 @@ def write_adm_sample_npz(path: str | os.PathLike, scale_dir: Path, plan: SampleP
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             with archive.open("arr_0.npy", "w", force_zip64=True) as member:
                 for chunk in range(num_chunks):
-                    images = _read_images_chunk(images_chunk_path(scale_dir, chunk), plan, chunk, samples_per_chunk,
-                                                fingerprint)
+                    images = _read_images_chunk(
+                        images_chunk_path(scale_dir, chunk), plan, chunk, samples_per_chunk, fingerprint
+                    )
                     if shape is None:
                         shape = (plan.num_samples, *images.shape[1:])
-                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                                  "shape": shape}
+                        header = {
+                            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                            "fortran_order": False,
+                            "shape": shape,
+                        }
                         # np.save's own header (version 1.0 suffices for any 4-d shape), then the rows as they come.
                         np.lib.format.write_array_header_1_0(member, header)
                     elif images.shape[1:] != shape[1:]:
-                        raise ValueError(f"{images_chunk_path(scale_dir, chunk)} holds {images.shape[1:]} images, "
-                                         f"the earlier chunks {shape[1:]}; the chunk files are from different runs.")
+                        raise ValueError(
+                            f"{images_chunk_path(scale_dir, chunk)} holds {images.shape[1:]} images, "
+                            f"the earlier chunks {shape[1:]}; the chunk files are from different runs."
+                        )
                     member.write(memoryview(images).cast("B"))
             with archive.open("arr_1.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, plan.labels.astype(np.int64), allow_pickle=False)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return {"path": str(path),
-            "arrays": {"arr_0": {"dtype": "uint8", "shape": list(shape)},
-                       "arr_1": {"dtype": "int64", "shape": [plan.num_samples], "content": "labels"}},
-            "order": "sample index (the plan's order, independent of the process count)",
-            "bytes": path.stat().st_size, "reader": "ADM evaluator: python evaluations/evaluator.py <reference batch> "
-                                                   f"{path.name}"}
+    return {
+        "path": str(path),
+        "arrays": {
+            "arr_0": {"dtype": "uint8", "shape": list(shape)},
+            "arr_1": {"dtype": "int64", "shape": [plan.num_samples], "content": "labels"},
+        },
+        "order": "sample index (the plan's order, independent of the process count)",
+        "bytes": path.stat().st_size,
+        "reader": f"ADM evaluator: python evaluations/evaluator.py <reference batch> {path.name}",
+    }
 
 
-def _read_images_chunk(path: Path, plan: SamplePlan, chunk: int, samples_per_chunk: int,
-                       fingerprint: str | None) -> np.ndarray:
+def _read_images_chunk(
+    path: Path, plan: SamplePlan, chunk: int, samples_per_chunk: int, fingerprint: str | None
+) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the samples of chunk {chunk} were generated without save_npz (or deleted); rerun "
@@ -1310,7 +1480,9 @@ def _read_images_chunk(path: Path, plan: SamplePlan, chunk: int, samples_per_chu
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def iterate_chunks(scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, fingerprint: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+def iterate_chunks(
+    scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, fingerprint: str | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """The chunk files of `scale_dir` in plan order, each checked against the plan (and `fingerprint`)."""
     for chunk in range(plan.num_chunks(samples_per_chunk)):
         path = chunk_path(scale_dir, chunk)
@@ -1319,17 +1491,25 @@ def iterate_chunks(scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, fi
         with np.load(path) as stored:
             arrays = {name: stored[name] for name in stored.files}
         expected = plan.chunk_indices(chunk, samples_per_chunk)
-        if not np.array_equal(arrays["sample_indices"], expected) or not np.array_equal(arrays["labels"], plan.labels[expected]):
+        if not np.array_equal(arrays["sample_indices"], expected) or not np.array_equal(
+            arrays["labels"], plan.labels[expected]
+        ):
             raise ValueError(f"{path} does not hold samples {expected[0]}..{expected[-1]} of this plan; it is stale.")
         if fingerprint is not None and str(arrays["fingerprint"]) != fingerprint:
             raise ValueError(f"{path} was generated with other settings than this run; rerun without --resume.")
         yield arrays
 
 
-def compute_generation_metrics(scale_dir: Path, plan: SamplePlan, samples_per_chunk: int, reference: Reference,
-                               fingerprint: str | None = None, precision_recall_k: int = 3,
-                               inception_score_splits: int = INCEPTION_SCORE_SPLITS,
-                               device: str | torch.device = "cpu") -> dict[str, Any]:
+def compute_generation_metrics(
+    scale_dir: Path,
+    plan: SamplePlan,
+    samples_per_chunk: int,
+    reference: Reference,
+    fingerprint: str | None = None,
+    precision_recall_k: int = 3,
+    inception_score_splits: int = INCEPTION_SCORE_SPLITS,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """gFID, Inception Score and precision / recall of the chunk files of `scale_dir` against `reference`.
 
     The FID statistics stream over the chunks; IS needs the logits of every sample (50,000 x 1008 float32, 200 MB)
@@ -1367,8 +1547,10 @@ def compute_generation_metrics(scale_dir: Path, plan: SamplePlan, samples_per_ch
             metrics.update(precision=result["precision"], recall=result["recall"])
             metrics["precision_recall"] = {"k": precision_recall_k, "num_real": len(real), "num_fake": len(fake)}
         else:
-            notes.append(f"Precision / recall skipped: k={precision_recall_k} needs more than {precision_recall_k} "
-                         f"real and generated samples (have {len(real)} and {len(fake)}).")
+            notes.append(
+                f"Precision / recall skipped: k={precision_recall_k} needs more than {precision_recall_k} "
+                f"real and generated samples (have {len(real)} and {len(fake)})."
+            )
     metrics["notes"] = notes
     return metrics
 
@@ -1428,7 +1610,8 @@ def evaluate_generation(
     guidance_channels_effective = check_guidance_channels(pipeline, config.guidance_channels)
 
     extractor = as_generation_feature_extractor(
-        feature_extractor if feature_extractor is not None
+        feature_extractor
+        if feature_extractor is not None
         else build_generation_feature_extractor(config.feature_extractor, device, config.inception_mode)
     )
     if extractor.fid.inception_mode != config.inception_mode:
@@ -1440,7 +1623,9 @@ def evaluate_generation(
     if not extractor.is_real_metric:
         warnings_list.append(f"gFID uses {extractor.name!r}, a stand-in network: its values are not FID.")
     if not extractor.inception_score_is_real:
-        warnings_list.append(f"The Inception Score takes its logits from {extractor.logits_name!r}: its values are not IS.")
+        warnings_list.append(
+            f"The Inception Score takes its logits from {extractor.logits_name!r}: its values are not IS."
+        )
     fid_warning = fid_sample_count_warning(config.num_samples)
     if fid_warning:
         warnings_list.append(fid_warning)
@@ -1452,8 +1637,10 @@ def evaluate_generation(
         for guidance_scale in config.guidance_scales:
             destination = sample_npz_path(config.save_npz, guidance_scale, config.cfg_sweep is not None)
             if destination.is_dir():
-                raise ValueError(f"save_npz={config.save_npz!r} is a directory; give a file name such as "
-                                 f"{destination / 'samples.npz'}.")
+                raise ValueError(
+                    f"save_npz={config.save_npz!r} is a directory; give a file name such as "
+                    f"{destination / 'samples.npz'}."
+                )
             destination.parent.mkdir(parents=True, exist_ok=True)
 
     # ---- generate every guidance scale, then score them (other processes need not wait for the scoring) ----
@@ -1463,8 +1650,15 @@ def evaluate_generation(
     generated_per_scale = {}
     for guidance_scale in config.guidance_scales:
         scale_dir = guidance_scale_dir(output_dir, guidance_scale)
-        fingerprint = generation_fingerprint(config, guidance_scale, pipeline_description, scheduler_config,
-                                             extractor.name, image_size, extractor.fid.inception_mode)
+        fingerprint = generation_fingerprint(
+            config,
+            guidance_scale,
+            pipeline_description,
+            scheduler_config,
+            extractor.name,
+            image_size,
+            extractor.fid.inception_mode,
+        )
         if accelerator.is_main_process:
             scale_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -1472,8 +1666,17 @@ def evaluate_generation(
         accelerator.wait_for_everyone()
         with _tf32(config.allow_tf32):
             generated, stopped = generate_chunks(
-                pipeline, plan, my_chunks, scale_dir, fingerprint, config, guidance_scale, extractor, resume,
-                stop_after=_stop_after_chunks, show_progress=accelerator.is_local_main_process,
+                pipeline,
+                plan,
+                my_chunks,
+                scale_dir,
+                fingerprint,
+                config,
+                guidance_scale,
+                extractor,
+                resume,
+                stop_after=_stop_after_chunks,
+                show_progress=accelerator.is_local_main_process,
             )
         if stopped:
             return None
@@ -1486,9 +1689,14 @@ def evaluate_generation(
     for guidance_scale, (fingerprint, generated_count) in generated_per_scale.items():
         scale_dir = guidance_scale_dir(output_dir, guidance_scale)
         metrics = metrics_function(
-            guidance_scale=guidance_scale, scale_dir=scale_dir, plan=plan, reference=reference,
-            fingerprint=fingerprint, samples_per_chunk=config.samples_per_chunk,
-            precision_recall_k=config.precision_recall_k, device=device,
+            guidance_scale=guidance_scale,
+            scale_dir=scale_dir,
+            plan=plan,
+            reference=reference,
+            fingerprint=fingerprint,
+            samples_per_chunk=config.samples_per_chunk,
+            precision_recall_k=config.precision_recall_k,
+            device=device,
         )
         for note in metrics.pop("notes", []):
             if note not in notes:
@@ -1497,9 +1705,16 @@ def evaluate_generation(
         if config.save_npz is not None:
             destination = sample_npz_path(config.save_npz, guidance_scale, config.cfg_sweep is not None)
             sample_npz = write_adm_sample_npz(destination, scale_dir, plan, config.samples_per_chunk, fingerprint)
-        row = {"guidance_scale": guidance_scale, "guidance_interval": list(config.guidance_interval), **metrics,
-               "directory": str(scale_dir), "fingerprint": fingerprint, "chunks": num_chunks,
-               "chunks_generated_this_run": generated_count, "sample_npz": sample_npz}
+        row = {
+            "guidance_scale": guidance_scale,
+            "guidance_interval": list(config.guidance_interval),
+            **metrics,
+            "directory": str(scale_dir),
+            "fingerprint": fingerprint,
+            "chunks": num_chunks,
+            "chunks_generated_this_run": generated_count,
+            "sample_npz": sample_npz,
+        }
         if config.save_images:
             row["samples_grid"] = _save_grid(scale_dir, config.save_images, notes)
         rows.append(row)
@@ -1558,14 +1773,23 @@ def _tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
-def _default_metrics_function(guidance_scale, scale_dir, plan, reference, fingerprint, samples_per_chunk,
-                              precision_recall_k, device) -> dict[str, Any]:
-    return compute_generation_metrics(scale_dir, plan, samples_per_chunk, reference, fingerprint,
-                                      precision_recall_k=precision_recall_k, device=device)
+def _default_metrics_function(
+    guidance_scale, scale_dir, plan, reference, fingerprint, samples_per_chunk, precision_recall_k, device
+) -> dict[str, Any]:
+    return compute_generation_metrics(
+        scale_dir,
+        plan,
+        samples_per_chunk,
+        reference,
+        fingerprint,
+        precision_recall_k=precision_recall_k,
+        device=device,
+    )
 
 
-def describe_protocol(config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor,
-                      reference: Reference) -> dict[str, Any]:
+def describe_protocol(
+    config: GenerationEvaluationConfig, extractor: GenerationFeatureExtractor, reference: Reference
+) -> dict[str, Any]:
     """Whether this run used the combination designed to be comparable with ADM's evaluator, and what differs if not.
 
     The combination (see the module docstring): the real Inception, `inception_mode="legacy_tensorflow"`, an `.npz`
@@ -1578,8 +1802,9 @@ def describe_protocol(config: GenerationEvaluationConfig, extractor: GenerationF
         "real Inception network (feature_extractor='clean-fid-inception')": extractor.is_real_metric,
         "inception_mode='legacy_tensorflow'": extractor.fid.inception_mode == "legacy_tensorflow",
         f"reference: the stored mu/sigma of an ADM reference batch ({ADM_REFERENCE_BATCH_IMAGENET_256} for ImageNet "
-        "256)": description.get("kind") == "npz" and description.get("statistics_source") == "mu_sigma"
-                and description.get("written_by") is None,
+        "256)": description.get("kind") == "npz"
+        and description.get("statistics_source") == "mu_sigma"
+        and description.get("written_by") is None,
         "label_sampling='random'": config.label_sampling == "random",
         f"num_samples={PROTOCOL_NUM_SAMPLES}": config.num_samples == PROTOCOL_NUM_SAMPLES,
     }
@@ -1592,21 +1817,26 @@ def describe_protocol(config: GenerationEvaluationConfig, extractor: GenerationF
             "Designed to be comparable with ADM's evaluator (clean-fid's legacy_tensorflow mode, ADM's reference "
             "statistics, random labels, 50K samples); the agreement has not been measured here. For published tables, "
             "run ADM's evaluations/evaluator.py on the save_npz file."
-            if not unmet else
-            "Not the ADM-comparable combination: compare only with runs of this evaluation at the same settings."
+            if not unmet
+            else "Not the ADM-comparable combination: compare only with runs of this evaluation at the same settings."
         ),
     }
 
 
 def _headline(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: row.get(key) for key in ("guidance_scale", "gfid", "inception_score", "precision", "recall", "num_samples")}
+    return {
+        key: row.get(key)
+        for key in ("guidance_scale", "gfid", "inception_score", "precision", "recall", "num_samples")
+    }
 
 
 def _remove_chunks(scale_dir: Path) -> None:
     existing = sorted(scale_dir.glob("features-*.npz")) + sorted(scale_dir.glob("images-*.npz"))
     if existing:
-        logger.warning(f"Starting over in {scale_dir}: removing {len(existing)} chunk files and their sample PNGs "
-                       "(pass --resume to keep them).")
+        logger.warning(
+            f"Starting over in {scale_dir}: removing {len(existing)} chunk files and their sample PNGs "
+            "(pass --resume to keep them)."
+        )
         for path in existing:
             path.unlink()
     shutil.rmtree(scale_dir / SAMPLES_DIR, ignore_errors=True)
@@ -1626,8 +1856,10 @@ def _transformer_evaluations(pipeline, num_inference_steps: int) -> int | None:
 def _save_grid(scale_dir: Path, count: int, notes: list[str]) -> str | None:
     paths = sorted((scale_dir / SAMPLES_DIR).glob("*.png"))[:count]
     if len(paths) < count:
-        notes.append(f"{scale_dir.name}: {len(paths)} of the first {count} samples have PNGs (chunks generated by an "
-                     "earlier run without save_images have none); rerun without --resume to save them all.")
+        notes.append(
+            f"{scale_dir.name}: {len(paths)} of the first {count} samples have PNGs (chunks generated by an "
+            "earlier run without save_images have none); rerun without --resume to save them all."
+        )
     if not paths:
         return None
     images = [Image.open(path).convert("RGB") for path in paths]
@@ -1666,10 +1898,12 @@ def generation_markdown(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         score = row.get("inception_score") or {}
         cells = [
-            f"{row['guidance_scale']:g}", f"[{row['guidance_interval'][0]:g}, {row['guidance_interval'][1]:g}]",
+            f"{row['guidance_scale']:g}",
+            f"[{row['guidance_interval'][0]:g}, {row['guidance_interval'][1]:g}]",
             _format(row.get("gfid"), 2),
             f"{_format(score.get('mean'), 2)} ± {_format(score.get('std'), 2)}" if score else "-",
-            _format(row.get("precision"), 3), _format(row.get("recall"), 3),
+            _format(row.get("precision"), 3),
+            _format(row.get("recall"), 3),
         ]
         if row.get("best"):
             cells = [f"**{cell}**" for cell in cells] + ["✓"]
@@ -1678,12 +1912,17 @@ def generation_markdown(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     reference = results["reference"]
     if reference.get("kind") == "npz":
-        source = ("its stored mu/sigma" if reference.get("statistics_source") == "mu_sigma"
-                  else f"statistics of its {reference.get('statistics_num_images')} arr_0 images")
+        source = (
+            "its stored mu/sigma"
+            if reference.get("statistics_source") == "mu_sigma"
+            else f"statistics of its {reference.get('statistics_num_images')} arr_0 images"
+        )
         reference_text = f"{reference.get('path')} ({source})"
     else:
-        reference_text = (f"{reference.get('data_description')}, {reference.get('resolution')[0]}x"
-                          f"{reference.get('resolution')[1]} centre crops, {reference.get('num_samples')} images")
+        reference_text = (
+            f"{reference.get('data_description')}, {reference.get('resolution')[0]}x"
+            f"{reference.get('resolution')[1]} centre crops, {reference.get('num_samples')} images"
+        )
     shift = settings["shift_effective"] if not settings["dynamic_shifting"] else "dynamic"
     protocol = settings.get("protocol") or {}
     lines += [
@@ -1697,15 +1936,23 @@ def generation_markdown(results: dict[str, Any]) -> str:
         ),
         f"Features: {extractor['name']}, inception_mode {extractor.get('inception_mode')}; "
         f"reference: {reference_text}.",
-        (f"ADM-comparable combination: {'yes' if protocol.get('adm_comparable') else 'no'}"
-         + (f" (differs in: {'; '.join(protocol['unmet'])})" if protocol.get("unmet") else
-            " (designed to be; not measured against ADM's evaluator here)") + "."),
+        (
+            f"ADM-comparable combination: {'yes' if protocol.get('adm_comparable') else 'no'}"
+            + (
+                f" (differs in: {'; '.join(protocol['unmet'])})"
+                if protocol.get("unmet")
+                else " (designed to be; not measured against ADM's evaluator here)"
+            )
+            + "."
+        ),
     ]
     for row in results["rows"]:
         if row.get("sample_npz"):
             shape = "x".join(str(side) for side in row["sample_npz"]["arrays"]["arr_0"]["shape"])
-            lines.append(f"Samples for ADM's evaluator (cfg {row['guidance_scale']:g}): {row['sample_npz']['path']} "
-                         f"(arr_0 uint8 {shape}).")
+            lines.append(
+                f"Samples for ADM's evaluator (cfg {row['guidance_scale']:g}): {row['sample_npz']['path']} "
+                f"(arr_0 uint8 {shape})."
+            )
     for warning in results.get("warnings", []):
         lines.append(f"- warning: {warning}")
     for note in results.get("notes", []):

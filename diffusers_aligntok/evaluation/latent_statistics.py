@@ -61,7 +61,9 @@ class LatentStatistics:
 
     def merge(self, other: "LatentStatistics") -> "LatentStatistics":
         if other.num_channels != self.num_channels:
-            raise ValueError(f"Cannot merge {other.num_channels}-channel statistics into {self.num_channels}-channel ones.")
+            raise ValueError(
+                f"Cannot merge {other.num_channels}-channel statistics into {self.num_channels}-channel ones."
+            )
         if other.count == 0:
             return self
         total = self.count + other.count
@@ -90,7 +92,9 @@ class LatentStatistics:
     def global_std(self) -> float:
         self._check_nonempty()
         spread_between_channels = (self.mean - self.global_mean) ** 2
-        return float(np.sqrt((self.m2.sum() + self.count * spread_between_channels.sum()) / (self.count * self.num_channels)))
+        return float(
+            np.sqrt((self.m2.sum() + self.count * spread_between_channels.sum()) / (self.count * self.num_channels))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Everything a user or a training script needs, as plain Python numbers."""
@@ -106,8 +110,13 @@ class LatentStatistics:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"num_channels": self.num_channels, "num_images": self.num_images, "count": self.count,
-                "mean": self.mean, "m2": self.m2}
+        return {
+            "num_channels": self.num_channels,
+            "num_images": self.num_images,
+            "count": self.count,
+            "mean": self.mean,
+            "m2": self.m2,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "LatentStatistics":
@@ -123,11 +132,19 @@ def latent_normalization_config(statistics: LatentStatistics, normalization: str
     """The config values to write for `normalization` (see the module docstring for who reads which)."""
     values = statistics.to_dict()
     if normalization == "per-channel":
-        return {"latents_mean": values["latents_mean"], "latents_std": values["latents_std"], "scaling_factor": 1.0,
-                "shift_factor": 0.0}
+        return {
+            "latents_mean": values["latents_mean"],
+            "latents_std": values["latents_std"],
+            "scaling_factor": 1.0,
+            "shift_factor": 0.0,
+        }
     if normalization == "global":
-        return {"latents_mean": None, "latents_std": None, "scaling_factor": values["scaling_factor"],
-                "shift_factor": values["shift_factor"]}
+        return {
+            "latents_mean": None,
+            "latents_std": None,
+            "scaling_factor": values["scaling_factor"],
+            "shift_factor": values["shift_factor"],
+        }
     raise ValueError(f"normalization must be one of {LATENT_NORMALIZATIONS}, got {normalization!r}.")
 
 
@@ -199,8 +216,12 @@ def compute_latent_statistics(
         batch_ids = list(range(-(-num_samples // batch_size)))
     statistics = LatentStatistics(adapter.latent_channels)
     disable = not show_progress or (accelerator is not None and not accelerator.is_local_main_process)
-    for _, batch in tqdm(iterate_batches(dataset, batch_ids, batch_size, num_samples, num_workers),
-                         total=len(batch_ids), desc="latent statistics", disable=disable):
+    for _, batch in tqdm(
+        iterate_batches(dataset, batch_ids, batch_size, num_samples, num_workers),
+        total=len(batch_ids),
+        desc="latent statistics",
+        disable=disable,
+    ):
         statistics.update(adapter.encode(batch["pixel_values"]))
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object

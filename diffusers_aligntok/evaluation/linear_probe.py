@@ -75,7 +75,9 @@ def latent_probe_features(latents: torch.Tensor, pooling: str = "mean") -> torch
     raise ValueError(f"pooling must be one of {LINEAR_PROBE_POOLINGS}, got {pooling!r}.")
 
 
-def linear_probe(features: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, config: LinearProbeConfig | None = None) -> dict[str, Any]:
+def linear_probe(
+    features: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, config: LinearProbeConfig | None = None
+) -> dict[str, Any]:
     """Trains and evaluates the linear probe of the module docstring on `features (N, F)` and integer `labels (N,)`.
 
     Returns:

@@ -125,7 +125,9 @@ def ssim(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
     check_matching_pair(images, reconstructions)
     height, width = images.shape[-2:]
     if height < _SSIM_WINDOW_SIZE or width < _SSIM_WINDOW_SIZE:
-        raise ValueError(f"SSIM needs images of at least {_SSIM_WINDOW_SIZE}x{_SSIM_WINDOW_SIZE}, got {height}x{width}.")
+        raise ValueError(
+            f"SSIM needs images of at least {_SSIM_WINDOW_SIZE}x{_SSIM_WINDOW_SIZE}, got {height}x{width}."
+        )
     x = (images.double() + 1) / 2
     y = (reconstructions.double() + 1) / 2
     rows = _gaussian_filter_matrix(height, x.device)
@@ -156,7 +158,9 @@ class ReconstructionMetricSums:
         self.lpips_count = 0
 
     @torch.no_grad()
-    def update(self, images: torch.Tensor, reconstructions: torch.Tensor, perceptual_network=None) -> dict[str, torch.Tensor]:
+    def update(
+        self, images: torch.Tensor, reconstructions: torch.Tensor, perceptual_network=None
+    ) -> dict[str, torch.Tensor]:
         """Adds one batch (both in `[-1, 1]`, reconstructions already clamped/quantised); returns per-image values."""
         images = prepare_images(images, "images")
         reconstructions = prepare_images(reconstructions, "reconstructions")

@@ -18,8 +18,19 @@ RESULTS_MARKDOWN = "results.md"
 RECONSTRUCTIONS_PNG = "reconstructions.png"
 
 _VERSIONED_PACKAGES = (
-    "diffusers-aligntok", "torch", "torchvision", "diffusers", "transformers", "accelerate", "clean-fid", "lpips",
-    "scikit-learn", "scipy", "numpy", "pillow", "datasets",
+    "diffusers-aligntok",
+    "torch",
+    "torchvision",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "clean-fid",
+    "lpips",
+    "scikit-learn",
+    "scipy",
+    "numpy",
+    "pillow",
+    "datasets",
 )
 
 
@@ -93,7 +104,9 @@ def write_json_and_markdown(output_dir: str | os.PathLike, json_text: str, markd
 
 def write_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes the tokenizer evaluation's `results.json` and `results.md` (atomically) and returns their paths."""
-    return write_json_and_markdown(output_dir, json.dumps(results, indent=2, default=str) + "\n", markdown_table(results))
+    return write_json_and_markdown(
+        output_dir, json.dumps(results, indent=2, default=str) + "\n", markdown_table(results)
+    )
 
 
 def _to_pil(image: torch.Tensor, size: int) -> Image.Image:
@@ -102,7 +115,9 @@ def _to_pil(image: torch.Tensor, size: int) -> Image.Image:
     if picture.size != (size, size):
         # Nearest neighbour: small images are enlarged for viewing without inventing detail.
         scale = size / max(picture.size)
-        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.Resampling.NEAREST)
+        picture = picture.resize(
+            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.Resampling.NEAREST
+        )
     return picture
 
 
@@ -142,7 +157,9 @@ def save_side_by_side(
     def draw_row(row_index: int, label_lines: list[str], images: torch.Tensor, per_image: list[str] | None):
         top = title_height + row_index * row_height
         for line_index, line in enumerate(label_lines):
-            draw.text((padding, top + cell // 2 - text_height + line_index * text_height), line, fill="black", font=font)
+            draw.text(
+                (padding, top + cell // 2 - text_height + line_index * text_height), line, fill="black", font=font
+            )
         for column, image in enumerate(images):
             left = label_width + padding + column * (cell + padding)
             canvas.paste(_to_pil(image, cell), (left, top))
@@ -152,7 +169,10 @@ def save_side_by_side(
     draw_row(0, ["originals"], originals, None)
     for row_index, (name, reconstructions, mean_psnr) in enumerate(rows, start=1):
         per_image = [f"{value:.2f} dB" for value in psnr(originals.float(), reconstructions.float()).tolist()]
-        label = [name if len(name) <= 36 else name[:33] + "...", f"PSNR {mean_psnr:.2f} dB (mean)" if mean_psnr is not None else ""]
+        label = [
+            name if len(name) <= 36 else name[:33] + "...",
+            f"PSNR {mean_psnr:.2f} dB (mean)" if mean_psnr is not None else "",
+        ]
         draw_row(row_index, label, reconstructions, per_image)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,7 @@ from .report import package_versions, write_json_and_markdown
 from .streaming import shard_batches
 from .tokenizer_adapters import _jsonable
 
+
 logger = logging.getLogger(__name__)
 
 # COCO-6K: 6,000 captions of COCO val images, one sample each (the paper's text-to-image gFID).
@@ -192,8 +193,15 @@ class TextToImageEvaluationConfig:
     num_workers: int = 2
 
     def __post_init__(self):
-        for name in ("images_per_prompt", "height", "width", "num_inference_steps", "batch_size", "samples_per_chunk",
-                     "geneval_images_per_prompt"):
+        for name in (
+            "images_per_prompt",
+            "height",
+            "width",
+            "num_inference_steps",
+            "batch_size",
+            "samples_per_chunk",
+            "geneval_images_per_prompt",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -205,8 +213,10 @@ class TextToImageEvaluationConfig:
         if self.max_sequence_length is not None and self.max_sequence_length <= 0:
             raise ValueError(f"max_sequence_length must be positive or None, got {self.max_sequence_length}.")
         if not self.prompts and not self.geneval_metadata:
-            raise ValueError("Nothing to evaluate: give a prompt file (prompts=...) and/or GenEval's metadata file "
-                             "(geneval_metadata=...).")
+            raise ValueError(
+                "Nothing to evaluate: give a prompt file (prompts=...) and/or GenEval's metadata file "
+                "(geneval_metadata=...)."
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
         if self.feature_extractor not in FEATURE_EXTRACTORS:
@@ -248,9 +258,14 @@ class PromptSet:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "path": self.path, "format": self.format, "field": self.field, "sha256": self.sha256,
-            "num_entries": self.num_entries, "num_empty_skipped": self.num_empty_skipped,
-            "num_available": self.num_available, "num_prompts": len(self.prompts),
+            "path": self.path,
+            "format": self.format,
+            "field": self.field,
+            "sha256": self.sha256,
+            "num_entries": self.num_entries,
+            "num_empty_skipped": self.num_empty_skipped,
+            "num_available": self.num_available,
+            "num_prompts": len(self.prompts),
         }
 
 
@@ -286,8 +301,9 @@ def load_prompts(path: str | os.PathLike, field: str | None = None, max_prompts:
             try:
                 entries.append((f"line {number}", json.loads(line)))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({error}); a .jsonl file holds one JSON "
-                                 "object per line.") from error
+                raise ValueError(
+                    f"{path}, line {number}: not valid JSON ({error}); a .jsonl file holds one JSON object per line."
+                ) from error
     elif suffix == ".json":
         try:
             loaded = json.loads(text) if text.strip() else []
@@ -296,8 +312,10 @@ def load_prompts(path: str | os.PathLike, field: str | None = None, max_prompts:
         if isinstance(loaded, dict) and isinstance(loaded.get("annotations"), list):
             loaded = loaded["annotations"]  # COCO's captions_*.json
         if not isinstance(loaded, list):
-            raise ValueError(f"{path}: a .json prompt file must hold a list of prompts (strings or objects) or COCO's "
-                             f"{{'annotations': [...]}}, got a {type(loaded).__name__}.")
+            raise ValueError(
+                f"{path}: a .json prompt file must hold a list of prompts (strings or objects) or COCO's "
+                f"{{'annotations': [...]}}, got a {type(loaded).__name__}."
+            )
         entries = [(f"entry {number}", entry) for number, entry in enumerate(loaded)]
     else:  # .csv
         rows = list(csv.DictReader(io.StringIO(text, newline="")))  # quoted captions may span lines
@@ -312,8 +330,10 @@ def load_prompts(path: str | os.PathLike, field: str | None = None, max_prompts:
             if chosen_field is None or chosen_field not in entry:
                 available = ", ".join(map(str, entry)) or "none"
                 wanted = repr(chosen_field) if chosen_field else f"one of {PROMPT_FIELDS}"
-                raise ValueError(f"{path}, {where}: no prompt field {wanted} (fields: {available}); pass "
-                                 "--prompt_field with the name of the caption field.")
+                raise ValueError(
+                    f"{path}, {where}: no prompt field {wanted} (fields: {available}); pass "
+                    "--prompt_field with the name of the caption field."
+                )
             value, record = entry[chosen_field], entry
         elif entry is None or isinstance(entry, str):
             value, record = entry, None
@@ -329,12 +349,22 @@ def load_prompts(path: str | os.PathLike, field: str | None = None, max_prompts:
         records.append(record)
     num_available = len(prompts)
     if not prompts:
-        raise ValueError(f"{path} holds no prompts ({len(entries)} entries, {num_empty} empty); expected "
-                         f"{_format_help(suffix)}.")
+        raise ValueError(
+            f"{path} holds no prompts ({len(entries)} entries, {num_empty} empty); expected {_format_help(suffix)}."
+        )
     if max_prompts is not None:
         prompts, records = prompts[:max_prompts], records[:max_prompts]
-    return PromptSet(str(path), suffix.lstrip("."), chosen_field, prompts, records, len(entries), num_empty,
-                     hashlib.sha256(data).hexdigest(), num_available)
+    return PromptSet(
+        str(path),
+        suffix.lstrip("."),
+        chosen_field,
+        prompts,
+        records,
+        len(entries),
+        num_empty,
+        hashlib.sha256(data).hexdigest(),
+        num_available,
+    )
 
 
 def _format_help(suffix: str) -> str:
@@ -351,12 +381,16 @@ def load_geneval_metadata(path: str | os.PathLike) -> PromptSet:
     count fields GenEval's scorer reads back from the sample folders)."""
     path = Path(path).expanduser()
     if path.suffix.lower() != ".jsonl":
-        raise ValueError(f"{path}: GenEval's metadata is a .jsonl file (evaluation_metadata.jsonl), got "
-                         f"{path.suffix or 'no extension'!r}.")
+        raise ValueError(
+            f"{path}: GenEval's metadata is a .jsonl file (evaluation_metadata.jsonl), got "
+            f"{path.suffix or 'no extension'!r}."
+        )
     metadata = load_prompts(path, field="prompt")
     if metadata.num_empty_skipped:
-        raise ValueError(f"{path} has {metadata.num_empty_skipped} empty lines or prompts; GenEval numbers its prompt "
-                         "folders by line, so remove them from the metadata file.")
+        raise ValueError(
+            f"{path} has {metadata.num_empty_skipped} empty lines or prompts; GenEval numbers its prompt "
+            "folders by line, so remove them from the metadata file."
+        )
     return metadata
 
 
@@ -396,28 +430,49 @@ class Sample:
     image_index: int
 
 
-def make_text_to_image_plan(prompts: PromptSet | None, images_per_prompt: int, seed: int,
-                            geneval: PromptSet | None = None, geneval_images_per_prompt: int = 4) -> list[Sample]:
+def make_text_to_image_plan(
+    prompts: PromptSet | None,
+    images_per_prompt: int,
+    seed: int,
+    geneval: PromptSet | None = None,
+    geneval_images_per_prompt: int = 4,
+) -> list[Sample]:
     """Every sample of a run: the prompt set's (prompt-major) and then GenEval's, as a pure function of the inputs."""
     plan = []
     if prompts is not None:
         for prompt_index, prompt in enumerate(prompts.prompts):
             for image_index in range(images_per_prompt):
-                plan.append(Sample(prompt, noise_seed(seed, _PROMPTS_STREAM, prompt_index, image_index),
-                                   f"{SAMPLES_DIR}/{prompt_index:06d}-{image_index:03d}.png", "prompts",
-                                   prompt_index, image_index))
+                plan.append(
+                    Sample(
+                        prompt,
+                        noise_seed(seed, _PROMPTS_STREAM, prompt_index, image_index),
+                        f"{SAMPLES_DIR}/{prompt_index:06d}-{image_index:03d}.png",
+                        "prompts",
+                        prompt_index,
+                        image_index,
+                    )
+                )
     if geneval is not None:
         for prompt_index, prompt in enumerate(geneval.prompts):
             for image_index in range(geneval_images_per_prompt):
                 # GenEval's generation script names them <index:0>5>/samples/<count:05>.png.
-                plan.append(Sample(prompt, noise_seed(seed, _GENEVAL_STREAM, prompt_index, image_index),
-                                   f"{GENEVAL_DIR}/{prompt_index:05d}/samples/{image_index:05d}.png", "geneval",
-                                   prompt_index, image_index))
+                plan.append(
+                    Sample(
+                        prompt,
+                        noise_seed(seed, _GENEVAL_STREAM, prompt_index, image_index),
+                        f"{GENEVAL_DIR}/{prompt_index:05d}/samples/{image_index:05d}.png",
+                        "geneval",
+                        prompt_index,
+                        image_index,
+                    )
+                )
     return plan
 
 
 def plan_chunks(num_samples: int, samples_per_chunk: int) -> list[range]:
-    return [range(start, min(start + samples_per_chunk, num_samples)) for start in range(0, num_samples, samples_per_chunk)]
+    return [
+        range(start, min(start + samples_per_chunk, num_samples)) for start in range(0, num_samples, samples_per_chunk)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -452,9 +507,11 @@ def load_text_to_image_pipeline(path: str | os.PathLike, torch_dtype: torch.dtyp
     try:
         pipeline = diffusers.DiffusionPipeline.from_pretrained(source, dtype=torch_dtype)
     except OSError as error:
-        raise OSError(f"Could not load the pipeline {source!r}: {error}. Give a local directory with model_index.json, "
-                      "or a hub id with network access (HF_HUB_OFFLINE is "
-                      f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}).") from error
+        raise OSError(
+            f"Could not load the pipeline {source!r}: {error}. Give a local directory with model_index.json, "
+            "or a hub id with network access (HF_HUB_OFFLINE is "
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})."
+        ) from error
     check_pipeline_arguments(pipeline)
     return pipeline
 
@@ -497,6 +554,7 @@ def required_image_multiple(pipeline) -> int:
 def check_image_size(pipeline, height: int, width: int) -> int:
     multiple = required_image_multiple(pipeline)
     if height % multiple or width % multiple:
+
         def nearest(side: int) -> int:
             return max(multiple, round(side / multiple) * multiple)
 
@@ -520,9 +578,13 @@ class CallSettings:
     max_sequence_length: int | None
 
     def describe(self) -> dict[str, Any]:
-        return {"call_kwargs": _jsonable(self.kwargs), "cfg_argument": self.cfg_argument,
-                "negative_prompt": self.negative_prompt, "embedded_guidance_scale": self.embedded_guidance_scale,
-                "max_sequence_length": self.max_sequence_length}
+        return {
+            "call_kwargs": _jsonable(self.kwargs),
+            "cfg_argument": self.cfg_argument,
+            "negative_prompt": self.negative_prompt,
+            "embedded_guidance_scale": self.embedded_guidance_scale,
+            "max_sequence_length": self.max_sequence_length,
+        }
 
 
 def pipeline_call_settings(pipeline, config: TextToImageEvaluationConfig, guidance_scale: float) -> CallSettings:
@@ -536,8 +598,12 @@ def pipeline_call_settings(pipeline, config: TextToImageEvaluationConfig, guidan
     parameters, _ = _call_parameters(pipeline)
     denoiser = getattr(pipeline, "transformer", None) or getattr(pipeline, "unet", None)
     guidance_embeds = bool(getattr(getattr(denoiser, "config", None), "guidance_embeds", False))
-    kwargs: dict[str, Any] = {"height": config.height, "width": config.width,
-                              "num_inference_steps": config.num_inference_steps, "output_type": "np"}
+    kwargs: dict[str, Any] = {
+        "height": config.height,
+        "width": config.width,
+        "num_inference_steps": config.num_inference_steps,
+        "output_type": "np",
+    }
     cfg_argument, negative_prompt = None, None
     if "true_cfg_scale" in parameters:
         kwargs["true_cfg_scale"] = guidance_scale
@@ -571,8 +637,10 @@ def pipeline_call_settings(pipeline, config: TextToImageEvaluationConfig, guidan
             kwargs["max_sequence_length"] = config.max_sequence_length
         max_sequence_length = config.max_sequence_length or parameters["max_sequence_length"].default
     elif config.max_sequence_length is not None:
-        raise ValueError(f"max_sequence_length={config.max_sequence_length} was given, but "
-                         f"{type(pipeline).__name__}.__call__ does not take it.")
+        raise ValueError(
+            f"max_sequence_length={config.max_sequence_length} was given, but "
+            f"{type(pipeline).__name__}.__call__ does not take it."
+        )
     return CallSettings(kwargs, cfg_argument, negative_prompt, embedded, max_sequence_length)
 
 
@@ -597,15 +665,19 @@ def describe_text_to_image_pipeline(pipeline, path: str) -> dict[str, Any]:
             continue
         description[name] = {
             "class": type(component).__name__,
-            "config": {key: _jsonable(value) for key, value in dict(component.config).items() if not key.startswith("_")},
+            "config": {
+                key: _jsonable(value) for key, value in dict(component.config).items() if not key.startswith("_")
+            },
             "num_parameters": description["components"][name]["num_parameters"],
             # Text encoders are frozen and come with the pipeline; the trained models are what runs differ in.
             "fingerprint": tokenizer_fingerprint(component),
         }
     description["vae_scale_factor"] = getattr(pipeline, "vae_scale_factor", None)
     description["latent_patch_size"] = getattr(pipeline, "latent_patch_size", None)
-    description["scheduler"] = {"class": type(pipeline.scheduler).__name__,
-                                "config": _jsonable(dict(pipeline.scheduler.config))}
+    description["scheduler"] = {
+        "class": type(pipeline.scheduler).__name__,
+        "config": _jsonable(dict(pipeline.scheduler.config)),
+    }
     return description
 
 
@@ -627,8 +699,16 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
-def generate_samples(pipeline, samples: Sequence[Sample], scale_dir: Path, call: CallSettings, batch_size: int,
-                     resume: bool, show_progress: bool = True, description: str = "generate") -> tuple[int, int]:
+def generate_samples(
+    pipeline,
+    samples: Sequence[Sample],
+    scale_dir: Path,
+    call: CallSettings,
+    batch_size: int,
+    resume: bool,
+    show_progress: bool = True,
+    description: str = "generate",
+) -> tuple[int, int]:
     """Generates `samples` into `scale_dir` in batches; returns (generated now, kept from an earlier run).
 
     Each sample's noise comes from its own CPU generator (`randn_tensor` draws per generator when given a list), so an
@@ -669,19 +749,30 @@ def generate_samples(pipeline, samples: Sequence[Sample], scale_dir: Path, call:
     return len(todo), kept
 
 
-def generation_fingerprint(config: TextToImageEvaluationConfig, guidance_scale: float, pipeline_description: dict,
-                           call: CallSettings, dtype: torch.dtype, plan: Sequence[Sample]) -> str:
+def generation_fingerprint(
+    config: TextToImageEvaluationConfig,
+    guidance_scale: float,
+    pipeline_description: dict,
+    call: CallSettings,
+    dtype: torch.dtype,
+    plan: Sequence[Sample],
+) -> str:
     """A hash of everything that changes a sample's pixels (not the batch size or the number of processes)."""
     settings = {
-        "pipeline": {name: pipeline_description[name]["fingerprint"] for name in ("transformer", "unet", "vae")
-                     if name in pipeline_description},
+        "pipeline": {
+            name: pipeline_description[name]["fingerprint"]
+            for name in ("transformer", "unet", "vae")
+            if name in pipeline_description
+        },
         "pipeline_class": pipeline_description["class"],
         "scheduler": pipeline_description["scheduler"],
         "call": call.describe(),
         "guidance_scale": guidance_scale,
         "dtype": str(dtype),
         "allow_tf32": config.allow_tf32,
-        "plan": hashlib.sha256("\n".join(f"{s.relative_path}\t{s.seed}\t{s.prompt}" for s in plan).encode()).hexdigest(),
+        "plan": hashlib.sha256(
+            "\n".join(f"{s.relative_path}\t{s.seed}\t{s.prompt}" for s in plan).encode()
+        ).hexdigest(),
         "state_version": _STATE_VERSION,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -728,8 +819,17 @@ def write_prompt_index(output_dir: Path, plan: Sequence[Sample]) -> Path:
     temporary = path.with_name(PROMPTS_JSONL + ".incomplete")
     with open(temporary, "w") as handle:
         handle.writelines(
-            json.dumps({"file": sample.relative_path, "kind": sample.kind, "prompt_index": sample.prompt_index,
-                        "image_index": sample.image_index, "seed": sample.seed, "prompt": sample.prompt}) + "\n"
+            json.dumps(
+                {
+                    "file": sample.relative_path,
+                    "kind": sample.kind,
+                    "prompt_index": sample.prompt_index,
+                    "image_index": sample.image_index,
+                    "seed": sample.seed,
+                    "prompt": sample.prompt,
+                }
+            )
+            + "\n"
             for sample in plan
         )
     os.replace(temporary, path)
@@ -751,8 +851,9 @@ class CLIPScorer:
         device: Where the model runs (float32).
     """
 
-    def __init__(self, model, tokenizer, image_processor, name: str, is_real_metric: bool,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self, model, tokenizer, image_processor, name: str, is_real_metric: bool, device: str | torch.device = "cpu"
+    ):
         self.device = torch.device(device)
         self.model = model.to(self.device, torch.float32).eval()
         self.tokenizer = tokenizer
@@ -769,9 +870,12 @@ class CLIPScorer:
 
     @torch.no_grad()
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        tokens = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt").to(self.device)
-        pooled = self.model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
+        tokens = self.tokenizer(
+            list(prompts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        pooled = self.model.text_model(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).pooler_output
         return torch.nn.functional.normalize(self.model.text_projection(pooled).float(), dim=-1)
 
     @torch.no_grad()
@@ -804,12 +908,25 @@ def build_random_clip_standin(seed: int = 0):
     tokenizer = build_tiny_clip_tokenizer()
     special = tokenizer.get_vocab()
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "max_position_embeddings": tokenizer.model_max_length,
-                     "bos_token_id": special["<|startoftext|>"], "eos_token_id": special["<|endoftext|>"],
-                     "pad_token_id": special["<|endoftext|>"]},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": tokenizer.model_max_length,
+            "bos_token_id": special["<|startoftext|>"],
+            "eos_token_id": special["<|endoftext|>"],
+            "pad_token_id": special["<|endoftext|>"],
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=16,
         **{CLIP_STANDIN_CONFIG_KEY: True},
     )
@@ -847,8 +964,14 @@ def build_clip_scorer(name_or_path: str, device: str | torch.device = "cpu") -> 
             f"--clip_model none skips the CLIP score, --clip_model {RANDOM_CLIP_STANDIN} runs an offline stand-in."
         ) from error
     is_standin = bool(getattr(model.config, CLIP_STANDIN_CONFIG_KEY, False))
-    return CLIPScorer(model, processor.tokenizer, processor.image_processor, str(name_or_path),
-                      is_real_metric=not is_standin, device=device)
+    return CLIPScorer(
+        model,
+        processor.tokenizer,
+        processor.image_processor,
+        str(name_or_path),
+        is_real_metric=not is_standin,
+        device=device,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -864,16 +987,23 @@ def list_reference_images(reference_dir: str | os.PathLike) -> list[Path]:
     """
     root = Path(reference_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"reference_dir {root} is not a directory; give the folder of reference images "
-                                "(COCO-6K: the COCO val images whose captions are the prompts).")
+        raise FileNotFoundError(
+            f"reference_dir {root} is not a directory; give the folder of reference images "
+            "(COCO-6K: the COCO val images whose captions are the prompts)."
+        )
     files = []
     for directory, subdirectories, names in os.walk(root):
         subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
-        files.extend(Path(directory) / name for name in names
-                     if not name.startswith(".") and name.lower().endswith(IMAGE_FILE_EXTENSIONS))
+        files.extend(
+            Path(directory) / name
+            for name in names
+            if not name.startswith(".") and name.lower().endswith(IMAGE_FILE_EXTENSIONS)
+        )
     if not files:
-        raise ValueError(f"reference_dir {root} holds no images ({', '.join(IMAGE_FILE_EXTENSIONS)}); put the reference "
-                         "images there, or leave reference_dir out to skip gFID.")
+        raise ValueError(
+            f"reference_dir {root} holds no images ({', '.join(IMAGE_FILE_EXTENSIONS)}); put the reference "
+            "images there, or leave reference_dir out to skip gFID."
+        )
     return sorted(files, key=lambda path: path.relative_to(root).as_posix())
 
 
@@ -897,9 +1027,17 @@ class _ReferenceImages(torch.utils.data.Dataset):
             return torch.zeros(3, self.height, self.width), False
 
 
-def reference_statistics(reference_dir: str, files: Sequence[Path], height: int, width: int,
-                         extractor: FIDFeatureExtractor, accelerator, batch_size: int, num_workers: int,
-                         cache_dir: str | None) -> tuple[FeatureStatistics, dict[str, Any]]:
+def reference_statistics(
+    reference_dir: str,
+    files: Sequence[Path],
+    height: int,
+    width: int,
+    extractor: FIDFeatureExtractor,
+    accelerator,
+    batch_size: int,
+    num_workers: int,
+    cache_dir: str | None,
+) -> tuple[FeatureStatistics, dict[str, Any]]:
     """FID statistics of the reference images (centre crops at the generated size), cached on disk, sharded over
     processes."""
     from accelerate.utils import gather_object
@@ -908,8 +1046,15 @@ def reference_statistics(reference_dir: str, files: Sequence[Path], height: int,
     listing = hashlib.sha256()
     for path in files:
         listing.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
-    key = {"source": str(root), "split": "files", "resolution": [height, width], "crop": "center",
-           "num_samples": len(files), "files_sha256": listing.hexdigest()[:16], "feature_extractor": extractor.name}
+    key = {
+        "source": str(root),
+        "split": "files",
+        "resolution": [height, width],
+        "crop": "center",
+        "num_samples": len(files),
+        "files_sha256": listing.hexdigest()[:16],
+        "feature_extractor": extractor.name,
+    }
     cache_dir = Path(cache_dir) if cache_dir else default_reference_statistics_dir()
     path = reference_statistics_path(cache_dir, key)
     statistics = load_reference_statistics(path, key)
@@ -923,7 +1068,9 @@ def reference_statistics(reference_dir: str, files: Sequence[Path], height: int,
         if batch_ids:
             sampler = [list(range(b * batch_size, min((b + 1) * batch_size, len(files)))) for b in batch_ids]
             loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers)
-            for pixels, readable in tqdm(loader, desc="reference features", disable=not accelerator.is_local_main_process):
+            for pixels, readable in tqdm(
+                loader, desc="reference features", disable=not accelerator.is_local_main_process
+            ):
                 unreadable += int((~readable).sum())
                 if readable.any():
                     partial.update(extractor(pixels[readable]))
@@ -933,15 +1080,22 @@ def reference_statistics(reference_dir: str, files: Sequence[Path], height: int,
             statistics.merge(FeatureStatistics.from_state_dict(part["statistics"]))
         num_unreadable = sum(part["unreadable"] for part in gathered)
         if statistics.count < 2:
-            raise ValueError(f"reference_dir {reference_dir}: only {statistics.count} of {len(files)} images could be "
-                             "read; FID needs at least 2.")
+            raise ValueError(
+                f"reference_dir {reference_dir}: only {statistics.count} of {len(files)} images could be "
+                "read; FID needs at least 2."
+            )
         if accelerator.is_main_process:
             save_reference_statistics(path, statistics, key)
         accelerator.wait_for_everyone()
     description = {
-        "kind": "image_folder", "path": str(root), "num_files": len(files), "num_images": statistics.count,
-        "num_unreadable_skipped": num_unreadable, "resolution": [height, width],
-        "preprocessing": "RGB, bicubic resize to cover height x width, centre crop", "statistics_path": str(path),
+        "kind": "image_folder",
+        "path": str(root),
+        "num_files": len(files),
+        "num_images": statistics.count,
+        "num_unreadable_skipped": num_unreadable,
+        "resolution": [height, width],
+        "preprocessing": "RGB, bicubic resize to cover height x width, centre crop",
+        "statistics_path": str(path),
         "cached": cached,
     }
     return statistics, description
@@ -952,8 +1106,14 @@ def reference_statistics(reference_dir: str, files: Sequence[Path], height: int,
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def score_samples(samples: Sequence[Sample], scale_dir: Path, accelerator, batch_size: int,
-                  extractor: FIDFeatureExtractor | None, clip_scorer: CLIPScorer | None) -> dict[str, Any]:
+def score_samples(
+    samples: Sequence[Sample],
+    scale_dir: Path,
+    accelerator,
+    batch_size: int,
+    extractor: FIDFeatureExtractor | None,
+    clip_scorer: CLIPScorer | None,
+) -> dict[str, Any]:
     """FID statistics and CLIP scores of the saved PNGs, sharded over processes; the merged result on every process."""
     from accelerate.utils import gather_object
 
@@ -965,7 +1125,9 @@ def score_samples(samples: Sequence[Sample], scale_dir: Path, accelerator, batch
         for sample in batch:
             path = scale_dir / sample.relative_path
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: a process did not finish its samples; rerun with --resume.")
+                raise FileNotFoundError(
+                    f"{path} is missing: a process did not finish its samples; rerun with --resume."
+                )
             with Image.open(path) as image:
                 images.append(image.convert("RGB"))
         if statistics is not None:
@@ -975,8 +1137,15 @@ def score_samples(samples: Sequence[Sample], scale_dir: Path, accelerator, batch
             scores = clip_scorer(images, [sample.prompt for sample in batch])
             clip_sum += float(scores.sum())
             clip_square_sum += float((scores**2).sum())
-    parts = gather_object([{"statistics": statistics.state_dict() if statistics is not None else None,
-                            "clip_sum": clip_sum, "clip_square_sum": clip_square_sum}])
+    parts = gather_object(
+        [
+            {
+                "statistics": statistics.state_dict() if statistics is not None else None,
+                "clip_sum": clip_sum,
+                "clip_square_sum": clip_square_sum,
+            }
+        ]
+    )
     merged = None
     if extractor is not None:
         merged = FeatureStatistics(statistics.feature_dim)
@@ -1038,8 +1207,9 @@ def evaluate_text_to_image(
         raise ValueError("reference_dir is set but there is no prompt file: gFID scores the samples of --prompts.")
     if inputs.prompts is not None and inputs.prompts.num_empty_skipped:
         warnings_list.append(f"{inputs.prompts.path}: {inputs.prompts.num_empty_skipped} empty prompts were skipped.")
-    inputs.plan = make_text_to_image_plan(inputs.prompts, config.images_per_prompt, config.seed, inputs.geneval,
-                                          config.geneval_images_per_prompt)
+    inputs.plan = make_text_to_image_plan(
+        inputs.prompts, config.images_per_prompt, config.seed, inputs.geneval, config.geneval_images_per_prompt
+    )
     scored = [sample for sample in inputs.plan if sample.kind == "prompts"]
 
     dtype = resolve_dtype(config.dtype, device)
@@ -1059,16 +1229,25 @@ def evaluate_text_to_image(
         if not extractor.is_real_metric:
             warnings_list.append(f"gFID uses {extractor.name!r}, a stand-in network: its values are not FID.")
         reference, reference_description = reference_statistics(
-            config.reference_dir, reference_files, config.height, config.width, extractor, accelerator,
-            config.batch_size, config.num_workers, config.fid_statistics_cache)
+            config.reference_dir,
+            reference_files,
+            config.height,
+            config.width,
+            extractor,
+            accelerator,
+            config.batch_size,
+            config.num_workers,
+            config.fid_statistics_cache,
+        )
         if reference.count < len(scored):
             warnings_list.append(
                 f"reference_dir has {reference.count} readable images for {len(scored)} samples; FID compares the two "
                 "sets' statistics, and the smaller reference biases it. Use at least as many reference images "
                 "(COCO-6K: the 6,000 images of the captions)."
             )
-        fid_warning = fid_sample_count_warning(min(reference.count, len(scored)), minimum=COCO_6K_NUM_PROMPTS,
-                                               protocol_num_samples=COCO_6K_NUM_PROMPTS)
+        fid_warning = fid_sample_count_warning(
+            min(reference.count, len(scored)), minimum=COCO_6K_NUM_PROMPTS, protocol_num_samples=COCO_6K_NUM_PROMPTS
+        )
         if fid_warning:
             warnings_list.append(fid_warning)
     elif inputs.prompts is not None:
@@ -1077,11 +1256,14 @@ def evaluate_text_to_image(
     if inputs.prompts is not None and (clip_scorer is not None or config.clip_model):
         clip = clip_scorer or build_clip_scorer(config.clip_model, device)
         if not clip.is_real_metric:
-            warnings_list.append(f"The CLIP score uses {clip.name!r}, a random stand-in model: its values are not a "
-                                 "CLIP score.")
+            warnings_list.append(
+                f"The CLIP score uses {clip.name!r}, a random stand-in model: its values are not a CLIP score."
+            )
         elif clip.name != DEFAULT_CLIP_MODEL:
-            notes.append(f"CLIP score with {clip.name}; numbers are comparable only with the same CLIP model "
-                         f"(the default protocol uses {DEFAULT_CLIP_MODEL}).")
+            notes.append(
+                f"CLIP score with {clip.name}; numbers are comparable only with the same CLIP model "
+                f"(the default protocol uses {DEFAULT_CLIP_MODEL})."
+            )
     elif inputs.prompts is not None:
         notes.append("CLIP score skipped: clip_model is none.")
 
@@ -1095,13 +1277,17 @@ def evaluate_text_to_image(
         output_dir.mkdir(parents=True, exist_ok=True)
         write_prompt_index(output_dir, inputs.plan)
     chunks = plan_chunks(len(inputs.plan), config.samples_per_chunk)
-    my_samples = [inputs.plan[index] for chunk in chunks_for_process(len(chunks), accelerator.process_index,
-                                                                     accelerator.num_processes) for index in chunks[chunk]]
+    my_samples = [
+        inputs.plan[index]
+        for chunk in chunks_for_process(len(chunks), accelerator.process_index, accelerator.num_processes)
+        for index in chunks[chunk]
+    ]
     rows = []
     for guidance_scale in config.guidance_scales:
         scale_dir = guidance_scale_dir(output_dir, guidance_scale)
-        fingerprint = generation_fingerprint(config, guidance_scale, pipeline_description, calls[guidance_scale], dtype,
-                                             inputs.plan)
+        fingerprint = generation_fingerprint(
+            config, guidance_scale, pipeline_description, calls[guidance_scale], dtype, inputs.plan
+        )
         if resume:
             check_resumable(scale_dir, fingerprint)
         accelerator.wait_for_everyone()  # every process has read the old settings before the main one rewrites them
@@ -1111,15 +1297,28 @@ def evaluate_text_to_image(
                 write_geneval_metadata(scale_dir / GENEVAL_DIR, inputs.geneval)
         accelerator.wait_for_everyone()
         with _tf32(config.allow_tf32):
-            generated, kept = generate_samples(pipeline, my_samples, scale_dir, calls[guidance_scale], config.batch_size,
-                                               resume, show_progress=accelerator.is_local_main_process,
-                                               description=f"generate (cfg {guidance_scale:g})")
+            generated, kept = generate_samples(
+                pipeline,
+                my_samples,
+                scale_dir,
+                calls[guidance_scale],
+                config.batch_size,
+                resume,
+                show_progress=accelerator.is_local_main_process,
+                description=f"generate (cfg {guidance_scale:g})",
+            )
         counts = gather_object([(generated, kept)])  # also the barrier: every PNG of this scale is on disk after it
         row: dict[str, Any] = {
-            "guidance_scale": guidance_scale, **calls[guidance_scale].describe(), "directory": str(scale_dir),
-            "fingerprint": fingerprint, "samples_generated_this_run": sum(c[0] for c in counts),
-            "samples_kept_from_earlier_run": sum(c[1] for c in counts), "gfid": None, "clip_score": None,
-            "clip_score_std": None, "num_samples": len(scored),
+            "guidance_scale": guidance_scale,
+            **calls[guidance_scale].describe(),
+            "directory": str(scale_dir),
+            "fingerprint": fingerprint,
+            "samples_generated_this_run": sum(c[0] for c in counts),
+            "samples_kept_from_earlier_run": sum(c[1] for c in counts),
+            "gfid": None,
+            "clip_score": None,
+            "clip_score_std": None,
+            "num_samples": len(scored),
         }
         if scored:
             scores = score_samples(scored, scale_dir, accelerator, config.batch_size, extractor, clip)
@@ -1161,20 +1360,26 @@ def evaluate_text_to_image(
             "num_scored_samples": len(scored),
             "num_chunks": len(chunks),
             "noise": "image k of prompt i: torch.randn on a CPU generator seeded with "
-                     "SeedSequence(entropy=seed, spawn_key=(stream, i, k)).generate_state(1, uint64) >> 1; stream 0 = "
-                     "prompts, 1 = GenEval",
+            "SeedSequence(entropy=seed, spawn_key=(stream, i, k)).generate_state(1, uint64) >> 1; stream 0 = "
+            "prompts, 1 = GenEval",
         },
         "prompts": {**inputs.prompts.describe(), "truncated": truncation} if inputs.prompts is not None else None,
-        "geneval": {**inputs.geneval.describe(), "images_per_prompt": config.geneval_images_per_prompt,
-                    "layout": "<geneval_dir>/<index:05d>/metadata.jsonl, <geneval_dir>/<index:05d>/samples/<k:05d>.png",
-                    "scored": False} if inputs.geneval is not None else None,
+        "geneval": {
+            **inputs.geneval.describe(),
+            "images_per_prompt": config.geneval_images_per_prompt,
+            "layout": "<geneval_dir>/<index:05d>/metadata.jsonl, <geneval_dir>/<index:05d>/samples/<k:05d>.png",
+            "scored": False,
+        }
+        if inputs.geneval is not None
+        else None,
         "pipeline": pipeline_description,
         "feature_extractor": extractor.describe() if extractor is not None else None,
         "reference": reference_description,
         "clip": clip.describe() if clip is not None else None,
         "versions": package_versions(),
         "metrics": {
-            "guidance_scale": headline["guidance_scale"], "gfid": headline["gfid"],
+            "guidance_scale": headline["guidance_scale"],
+            "gfid": headline["gfid"],
             "gfid_is_real_metric": extractor.is_real_metric if extractor is not None else None,
             "clip_score": headline["clip_score"],
             "clip_score_is_real_metric": clip.is_real_metric if clip is not None else None,
@@ -1190,7 +1395,9 @@ def evaluate_text_to_image(
     return results
 
 
-def _truncation_counts(pipeline, prompts: PromptSet | None, clip: CLIPScorer | None, call: CallSettings) -> dict[str, int]:
+def _truncation_counts(
+    pipeline, prompts: PromptSet | None, clip: CLIPScorer | None, call: CallSettings
+) -> dict[str, int]:
     """Prompts cut by each text encoder of the pipeline (FLUX: CLIP-L at 77 tokens, T5 at max_sequence_length) and by
     the CLIP-score model."""
     if prompts is None:
@@ -1204,7 +1411,8 @@ def _truncation_counts(pipeline, prompts: PromptSet | None, clip: CLIPScorer | N
         is_t5 = "T5" in type(tokenizer).__name__
         limit = call.max_sequence_length if is_t5 and call.max_sequence_length else tokenizer.model_max_length
         counts[f"pipeline {name} ({type(tokenizer).__name__}, {limit} tokens)"] = count_truncated_prompts(
-            tokenizer, prompts.prompts, limit)
+            tokenizer, prompts.prompts, limit
+        )
     if clip is not None:
         counts[f"CLIP-score text encoder ({clip.max_length} tokens)"] = clip.count_truncated(prompts.prompts)
     return counts
@@ -1225,12 +1433,18 @@ def text_to_image_markdown(results: dict[str, Any]) -> str:
     """One row per guidance scale (the best in bold), then the protocol and caveats."""
     settings, metrics = results["settings"], results["metrics"]
     fid_label = "gFID" if metrics["gfid_is_real_metric"] in (True, None) else "gFID (stand-in, NOT FID)"
-    clip_label = "CLIP score" if metrics["clip_score_is_real_metric"] in (True, None) else "CLIP score (stand-in, NOT CLIP)"
+    clip_label = (
+        "CLIP score" if metrics["clip_score_is_real_metric"] in (True, None) else "CLIP score (stand-in, NOT CLIP)"
+    )
     lines = [f"| CFG scale | {fid_label} | {clip_label} | samples | best |", "|---|---|---|---|---|"]
     for row in results["rows"]:
-        cells = [f"{row['guidance_scale']:g}", _format(row.get("gfid"), 2),
-                 _format(row.get("clip_score"), 2) + (f" ± {row['clip_score_std']:.2f}" if row.get("clip_score_std") is not None else ""),
-                 str(row["num_samples"])]
+        cells = [
+            f"{row['guidance_scale']:g}",
+            _format(row.get("gfid"), 2),
+            _format(row.get("clip_score"), 2)
+            + (f" ± {row['clip_score_std']:.2f}" if row.get("clip_score_std") is not None else ""),
+            str(row["num_samples"]),
+        ]
         cells = [f"**{cell}**" for cell in cells] + ["✓"] if row.get("best") else cells + [""]
         lines.append("| " + " | ".join(cells) + " |")
     prompts = results.get("prompts")
@@ -1245,16 +1459,22 @@ def text_to_image_markdown(results: dict[str, Any]) -> str:
         ),
     ]
     if prompts is not None:
-        lines.append(f"Prompts: {prompts['path']} ({prompts['num_prompts']} prompts x {settings['images_per_prompt']} "
-                     f"images, {prompts['num_empty_skipped']} empty skipped, sha256 {prompts['sha256'][:12]}).")
+        lines.append(
+            f"Prompts: {prompts['path']} ({prompts['num_prompts']} prompts x {settings['images_per_prompt']} "
+            f"images, {prompts['num_empty_skipped']} empty skipped, sha256 {prompts['sha256'][:12]})."
+        )
     if reference is not None:
-        lines.append(f"Reference: {reference['num_images']} images of {reference['path']}, centre crops; features "
-                     f"{results['feature_extractor']['name']}.")
+        lines.append(
+            f"Reference: {reference['num_images']} images of {reference['path']}, centre crops; features "
+            f"{results['feature_extractor']['name']}."
+        )
     if results.get("clip") is not None:
         lines.append(f"CLIP: {results['clip']['name']}.")
     if results.get("geneval") is not None:
-        lines.append(f"GenEval export: {results['geneval']['num_prompts']} prompts x "
-                     f"{results['geneval']['images_per_prompt']} images per scale in cfg-<scale>/geneval (not scored).")
+        lines.append(
+            f"GenEval export: {results['geneval']['num_prompts']} prompts x "
+            f"{results['geneval']['images_per_prompt']} images per scale in cfg-<scale>/geneval (not scored)."
+        )
     for warning in results.get("warnings", []):
         lines.append(f"- warning: {warning}")
     for note in results.get("notes", []):
@@ -1264,5 +1484,6 @@ def text_to_image_markdown(results: dict[str, Any]) -> str:
 
 def write_text_to_image_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes `results.json` and `results.md` atomically and returns their paths."""
-    return write_json_and_markdown(output_dir, json.dumps(_jsonable(results), indent=2) + "\n",
-                                   text_to_image_markdown(results))
+    return write_json_and_markdown(
+        output_dir, json.dumps(_jsonable(results), indent=2) + "\n", text_to_image_markdown(results)
+    )

@@ -96,8 +96,10 @@ class DiffusersAutoencoderAdapter:
 
     @property
     def spatial_factor(self) -> int:
-        return int(self.model.spatial_compression_ratio) if hasattr(self.model, "spatial_compression_ratio") else (
-            2 ** (len(self.model.config.block_out_channels) - 1)
+        return (
+            int(self.model.spatial_compression_ratio)
+            if hasattr(self.model, "spatial_compression_ratio")
+            else (2 ** (len(self.model.config.block_out_channels) - 1))
         )
 
     @property
@@ -286,7 +288,11 @@ def load_tokenizer(
     """
     if name_or_path == FLUX_VAE_RANDOM:
         adapter = AutoencoderKLAdapter(
-            build_random_flux_vae(), name=name or FLUX_VAE_RANDOM, source=FLUX_VAE_RANDOM, random_weights=True, dtype=dtype
+            build_random_flux_vae(),
+            name=name or FLUX_VAE_RANDOM,
+            source=FLUX_VAE_RANDOM,
+            random_weights=True,
+            dtype=dtype,
         )
         return adapter.to(device) if device is not None else adapter
     config, resolved_subfolder = read_tokenizer_config(name_or_path, subfolder)
@@ -346,4 +352,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-

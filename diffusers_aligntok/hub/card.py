@@ -45,10 +45,17 @@ from .recipes import (
 )
 
 
-TEMPLATES = {"tokenizer": "tokenizer.md", "class_conditional": "class_conditional.md", "text_to_image": "text_to_image.md"}
+TEMPLATES = {
+    "tokenizer": "tokenizer.md",
+    "class_conditional": "class_conditional.md",
+    "text_to_image": "text_to_image.md",
+}
 # The Hub has no "image tokenizer" or "class-conditional generation" task: the closest ones.
-PIPELINE_TAGS = {"tokenizer": "image-to-image", "class_conditional": "unconditional-image-generation",
-                 "text_to_image": "text-to-image"}
+PIPELINE_TAGS = {
+    "tokenizer": "image-to-image",
+    "class_conditional": "unconditional-image-generation",
+    "text_to_image": "text-to-image",
+}
 PAPER_ARXIV_ID = "2509.25162"
 CITATION_BIBTEX = """@article{chen2025aligntok,
   title         = {Aligning Visual Foundation Encoders to Tokenizers for Diffusion Models},
@@ -60,13 +67,20 @@ CITATION_BIBTEX = """@article{chen2025aligntok,
   primaryClass  = {cs.CV},
   year          = {2025}
 }"""
-_ENCODER_NAMES = {"dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "siglip2": "SigLIP 2", "mae": "MAE"}
+_ENCODER_NAMES = {
+    "dinov2": "DINOv2",
+    "dinov2_with_registers": "DINOv2 with registers",
+    "siglip2": "SigLIP 2",
+    "mae": "MAE",
+}
 # Example classes for ImageNet-1k models: golden retriever, otter, red panda, geyser (the DiT paper's samples).
 _IMAGENET_EXAMPLE_CLASSES = [207, 360, 387, 974]
 _DEFAULT_PROMPT = "a lighthouse on a rocky coast at dusk"
-_LIBRARY_LINE = ("Install the library that defines these classes first: `pip install diffusers-aligntok` (or `pip install "
-                 "-e .` in its repository). `import diffusers_aligntok` before loading: it registers the classes that "
-                 "the saved configs name with diffusers.")
+_LIBRARY_LINE = (
+    "Install the library that defines these classes first: `pip install diffusers-aligntok` (or `pip install "
+    "-e .` in its repository). `import diffusers_aligntok` before loading: it registers the classes that "
+    "the saved configs name with diffusers."
+)
 
 
 @dataclass
@@ -125,13 +139,22 @@ def render_model_card(
     return build_model_card(model, repo_id, matched, license=license, base_model=base_model)
 
 
-def build_model_card(model: ModelDirectory, repo_id: str, matched: list[MatchedEvaluation], *, license: str = "apache-2.0",
-                     base_model: str | None = None) -> ModelCard:
+def build_model_card(
+    model: ModelDirectory,
+    repo_id: str,
+    matched: list[MatchedEvaluation],
+    *,
+    license: str = "apache-2.0",
+    base_model: str | None = None,
+) -> ModelCard:
     """The card of `model` from already matched evaluations (see [`render_model_card`])."""
     model_name = repo_id.split("/")[-1]
     reports = [evaluation_report(item, model_name, tokenizer_is_component=model.is_pipeline) for item in matched]
-    builders = {"tokenizer": _tokenizer_context, "class_conditional": _class_conditional_context,
-                "text_to_image": _text_to_image_context}
+    builders = {
+        "tokenizer": _tokenizer_context,
+        "class_conditional": _class_conditional_context,
+        "text_to_image": _text_to_image_context,
+    }
     context = builders[model.family](model, repo_id, matched)
     eval_results = [result for report in reports for result in report.eval_results]
     card_data = ModelCardData(
@@ -146,8 +169,10 @@ def build_model_card(model: ModelDirectory, repo_id: str, matched: list[MatchedE
     )
     warnings = list(context.variables.pop("warnings", []))
     if any(report.uses_standins for report in reports):
-        warnings.append("Some numbers in the evaluation section come from stand-in networks (an offline run) and are not "
-                        "the metrics they are named after; they only show that the evaluation ran.")
+        warnings.append(
+            "Some numbers in the evaluation section come from stand-in networks (an offline run) and are not "
+            "the metrics they are named after; they only show that the evaluation ran."
+        )
     variables = {
         "repo_id": repo_id,
         "warnings": warnings,
@@ -177,14 +202,18 @@ def check_card_parses(text: str, expected: ModelCardData) -> None:
 def evaluation_section(reports: list[EvaluationReport]) -> str:
     """The card's evaluation section: per evaluation a table, its protocol, the comparability statement, warnings."""
     if not reports:
-        return ("No evaluation results were given when this card was written. Evaluate the model (see the repository's "
-                "README) and push again with `aligntok-push ... --evaluation_json results.json`.")
+        return (
+            "No evaluation results were given when this card was written. Evaluate the model (see the repository's "
+            "README) and push again with `aligntok-push ... --evaluation_json results.json`."
+        )
     parts = []
     for report in reports:
         text = f"### {report.title}\n\n{report.table}\n\n" + "\n".join(f"- {line}" for line in report.protocol)
         text += f"\n\n{report.statement}"
         if report.warnings:
-            text += "\n\nWarnings the evaluation recorded:\n\n" + "\n".join(f"- {warning}" for warning in report.warnings)
+            text += "\n\nWarnings the evaluation recorded:\n\n" + "\n".join(
+                f"- {warning}" for warning in report.warnings
+            )
         parts.append(text)
     return "\n\n".join(parts)
 
@@ -231,17 +260,25 @@ def _first_evaluation(matched: list[MatchedEvaluation], kind: str) -> dict[str, 
 def _normalisation_text(config: dict[str, Any]) -> str:
     scaling, shift = config.get("scaling_factor", 1.0), config.get("shift_factor", 0.0)
     if config.get("latents_mean") is not None:
-        formula = (f"per channel, `(z - latents_mean) / latents_std * scaling_factor` with the {len(config['latents_mean'])} "
-                   f"`latents_mean` / `latents_std` values of `config.json` and `scaling_factor` {scaling:g}")
+        formula = (
+            f"per channel, `(z - latents_mean) / latents_std * scaling_factor` with the {len(config['latents_mean'])} "
+            f"`latents_mean` / `latents_std` values of `config.json` and `scaling_factor` {scaling:g}"
+        )
     elif scaling == 1.0 and not shift:
-        formula = ("nothing yet (`scaling_factor` 1, `shift_factor` 0: no statistics were measured; "
-                   "`training/compute_latent_statistics.py --write` measures and stores them)")
+        formula = (
+            "nothing yet (`scaling_factor` 1, `shift_factor` 0: no statistics were measured; "
+            "`training/compute_latent_statistics.py --write` measures and stores them)"
+        )
     else:
-        formula = f"`(z - shift_factor) * scaling_factor` with `shift_factor` {shift:g} and `scaling_factor` {scaling:g}"
-    return ("`encode` returns and `decode` takes *raw* latents, as every diffusers VAE does; the diffusion model (or your "
-            f"training code) normalises them: `vae.normalize_latents(z)` computes {formula}, and "
-            "`vae.denormalize_latents` undoes it. FLUX and SD3 pipelines read `scaling_factor` and `shift_factor` from "
-            "the config and apply them themselves.")
+        formula = (
+            f"`(z - shift_factor) * scaling_factor` with `shift_factor` {shift:g} and `scaling_factor` {scaling:g}"
+        )
+    return (
+        "`encode` returns and `decode` takes *raw* latents, as every diffusers VAE does; the diffusion model (or your "
+        f"training code) normalises them: `vae.normalize_latents(z)` computes {formula}, and "
+        "`vae.denormalize_latents` undoes it. FLUX and SD3 pipelines read `scaling_factor` and `shift_factor` from "
+        "the config and apply them themselves."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -252,8 +289,11 @@ def _normalisation_text(config: dict[str, Any]) -> str:
 def _encoder_description(config: dict[str, Any]) -> str:
     encoder = config.get("encoder_config") or {}
     name = _ENCODER_NAMES.get(config.get("encoder_type"), config.get("encoder_type"))
-    size = ", ".join(f"{label} {encoder[key]}" for key, label in (("hidden_size", "width"), ("num_hidden_layers", "layers"),
-                                                                 ("patch_size", "patch")) if key in encoder)
+    size = ", ".join(
+        f"{label} {encoder[key]}"
+        for key, label in (("hidden_size", "width"), ("num_hidden_layers", "layers"), ("patch_size", "patch"))
+        if key in encoder
+    )
     return f"{name} ViT ({size})" if size else str(name)
 
 
@@ -261,7 +301,7 @@ def _tokenizer_facts(config: dict[str, Any], stages: list[StageRecord]) -> dict[
     """Spatial factor, channels, and the image size the usage code uses (the last stage's training resolution)."""
     factor = _spatial_factor(config) or 1
     channels = config.get("latent_channels")
-    stage_resolution = ((stages[-1].config.get("data") or {}).get("resolution") if stages else None)
+    stage_resolution = (stages[-1].config.get("data") or {}).get("resolution") if stages else None
     if isinstance(stage_resolution, (list, tuple)):
         stage_resolution = stage_resolution[0]
     size = _round_to_multiple(int(stage_resolution or config.get("sample_size") or 256), factor)
@@ -271,13 +311,19 @@ def _tokenizer_facts(config: dict[str, Any], stages: list[StageRecord]) -> dict[
 def tokenizer_stages_section(stages: list[StageRecord]) -> str:
     """The stage table and each stage's full config, or a line saying the recipe is unknown."""
     if not stages:
-        return ("Recipe unknown: no `training_config.json` of the stages was found beside the model (expected at "
-                "`<run>/stage<k>/training_config.json`, next to `<run>/stage<k>/model`).")
-    details = "\n\n".join(config_details(f"stage {record.stage}: training_config.json", record.config) for record in stages)
+        return (
+            "Recipe unknown: no `training_config.json` of the stages was found beside the model (expected at "
+            "`<run>/stage<k>/training_config.json`, next to `<run>/stage<k>/model`)."
+        )
+    details = "\n\n".join(
+        config_details(f"stage {record.stage}: training_config.json", record.config) for record in stages
+    )
     notes = []
     if any(not (record.config.get("loss") or {}).get("perceptual_network") for record in stages):
-        notes.append("Stages without a perceptual network trained without the LPIPS term (an offline recipe, or an "
-                     "ablation); the paper's recipe uses LPIPS with weight 1.")
+        notes.append(
+            "Stages without a perceptual network trained without the LPIPS term (an offline recipe, or an "
+            "ablation); the paper's recipe uses LPIPS with weight 1."
+        )
     return tokenizer_stage_table(stages) + ("\n\n" + " ".join(notes) if notes else "") + "\n\n" + details
 
 
@@ -301,52 +347,75 @@ def _tokenizer_context(model: ModelDirectory, repo_id: str, matched: list[Matche
     foundation = foundation_encoder(stages)
     warnings = []
     if started_from_random_encoder(stages):
-        started = "random initialisation (stage 1 had no `model.foundation_encoder`): not a pretrained foundation encoder"
+        started = (
+            "random initialisation (stage 1 had no `model.foundation_encoder`): not a pretrained foundation encoder"
+        )
         warnings.append(_RANDOM_ENCODER_WARNING.format(whose="This tokenizer's"))
     elif foundation:
         started = f"`{display_path(foundation)}`"
     else:
         started = "not recorded"
     last = stages[-1].config if stages else {}
-    data = describe_training_data((last.get("data") or {}).get("source"), (last.get("data") or {}).get("resolution"),
-                                  "the tokenizer")
+    data = describe_training_data(
+        (last.get("data") or {}).get("source"), (last.get("data") or {}).get("resolution"), "the tokenizer"
+    )
     warnings += data.warnings
     size, latent, channels, factor = facts["size"], facts["latent_size"], facts["channels"], facts["factor"]
-    model_table = _model_table([
-        ("class", "`AlignedAutoencoderKL` (diffusers-aligntok): the interface of `diffusers.AutoencoderKL`"),
-        ("foundation encoder", f"{_encoder_description(config)}, started from {started}"),
-        ("adapter", "per-token 2-layer MLP to the latent channels (deterministic latent, no KL term)"),
-        ("latent", f"f{factor}, {channels} channels: a {size}x{size} image -> {latent}x{latent}x{channels} "
-                   "(any size that is a multiple of the factor)"),
-        ("decoder", f"LDM-style conv decoder, channels {config.get('block_out_channels')}, "
-                    f"{config.get('layers_per_block')} res blocks per level"),
-        ("parameters", _parameters(count_parameters_by_module(model.path), ("encoder", "adapter", "decoder"))),
-        ("latent normalisation in config.json", (f"per-channel statistics ({len(config['latents_mean'])} values), "
-                                                 f"scaling_factor {config.get('scaling_factor'):g}")
-         if config.get("latents_mean") is not None else
-         f"scaling_factor {config.get('scaling_factor', 1.0):g}, shift_factor {config.get('shift_factor', 0.0):g}"),
-        ("force_upcast", f"{config.get('force_upcast')} (pipelines decode in float32 when the rest runs in float16)"),
-    ])
-    usage_code = _code([
-        "import torch",
-        "",
-        "import diffusers_aligntok  # registers AlignTok's classes with diffusers; import it before from_pretrained",
-        "from diffusers_aligntok import AlignedAutoencoderKL",
-        "",
-        f'vae = AlignedAutoencoderKL.from_pretrained("{repo_id}").eval()',
-        f"images = torch.rand(1, 3, {size}, {size}) * 2 - 1  # RGB in [-1, 1]; height and width: multiples of {factor}",
-        "with torch.no_grad():",
-        f"    latents = vae.encode(images).latent_dist.mode()  # raw latents, (1, {channels}, {latent}, {latent}); deterministic",
-        f"    reconstruction = vae.decode(latents).sample  # (1, 3, {size}, {size})",
-        "    normalized = vae.normalize_latents(latents)  # what a diffusion model trains on",
-        "print(latents.shape, reconstruction.shape)",
-    ])
-    usage_notes = "\n\n".join([
-        _normalisation_text(config),
-        "In a diffusers pipeline the tokenizer replaces the VAE (`vae=vae`); a denoiser trained on another VAE's latents "
-        "does not work with it, nor the other way round. FLUX-type pipelines pack latents 2x2, so their transformer's "
-        f"`in_channels` is {4 * channels} for this tokenizer.",
-    ])
+    model_table = _model_table(
+        [
+            ("class", "`AlignedAutoencoderKL` (diffusers-aligntok): the interface of `diffusers.AutoencoderKL`"),
+            ("foundation encoder", f"{_encoder_description(config)}, started from {started}"),
+            ("adapter", "per-token 2-layer MLP to the latent channels (deterministic latent, no KL term)"),
+            (
+                "latent",
+                f"f{factor}, {channels} channels: a {size}x{size} image -> {latent}x{latent}x{channels} "
+                "(any size that is a multiple of the factor)",
+            ),
+            (
+                "decoder",
+                f"LDM-style conv decoder, channels {config.get('block_out_channels')}, "
+                f"{config.get('layers_per_block')} res blocks per level",
+            ),
+            ("parameters", _parameters(count_parameters_by_module(model.path), ("encoder", "adapter", "decoder"))),
+            (
+                "latent normalisation in config.json",
+                (
+                    f"per-channel statistics ({len(config['latents_mean'])} values), "
+                    f"scaling_factor {config.get('scaling_factor'):g}"
+                )
+                if config.get("latents_mean") is not None
+                else f"scaling_factor {config.get('scaling_factor', 1.0):g}, shift_factor {config.get('shift_factor', 0.0):g}",
+            ),
+            (
+                "force_upcast",
+                f"{config.get('force_upcast')} (pipelines decode in float32 when the rest runs in float16)",
+            ),
+        ]
+    )
+    usage_code = _code(
+        [
+            "import torch",
+            "",
+            "import diffusers_aligntok  # registers AlignTok's classes with diffusers; import it before from_pretrained",
+            "from diffusers_aligntok import AlignedAutoencoderKL",
+            "",
+            f'vae = AlignedAutoencoderKL.from_pretrained("{repo_id}").eval()',
+            f"images = torch.rand(1, 3, {size}, {size}) * 2 - 1  # RGB in [-1, 1]; height and width: multiples of {factor}",
+            "with torch.no_grad():",
+            f"    latents = vae.encode(images).latent_dist.mode()  # raw latents, (1, {channels}, {latent}, {latent}); deterministic",
+            f"    reconstruction = vae.decode(latents).sample  # (1, 3, {size}, {size})",
+            "    normalized = vae.normalize_latents(latents)  # what a diffusion model trains on",
+            "print(latents.shape, reconstruction.shape)",
+        ]
+    )
+    usage_notes = "\n\n".join(
+        [
+            _normalisation_text(config),
+            "In a diffusers pipeline the tokenizer replaces the VAE (`vae=vae`); a denoiser trained on another VAE's latents "
+            "does not work with it, nor the other way round. FLUX-type pipelines pack latents 2x2, so their transformer's "
+            f"`in_channels` is {4 * channels} for this tokenizer.",
+        ]
+    )
     limitations = [
         "The latent space belongs to this tokenizer: diffusion models must be trained on it (and normalised with its "
         "statistics); swapping in another VAE's denoiser fails silently with noise.",
@@ -401,7 +470,9 @@ def _class_conditional_context(model: ModelDirectory, repo_id: str, matched: lis
     if evaluation is not None:
         settings = evaluation["settings"]
         steps = settings.get("num_inference_steps")
-        guidance = evaluation.get("best_guidance_scale") or (evaluation["rows"][0]["guidance_scale"] if evaluation["rows"] else 1.0)
+        guidance = evaluation.get("best_guidance_scale") or (
+            evaluation["rows"][0]["guidance_scale"] if evaluation["rows"] else 1.0
+        )
         interval = settings.get("guidance_interval") or [0.0, 1.0]
         source_of_defaults = "the evaluation's settings (its best guidance scale)"
     else:
@@ -415,18 +486,20 @@ def _class_conditional_context(model: ModelDirectory, repo_id: str, matched: lis
         call.append(f"    guidance_interval=({float(interval[0]):g}, {float(interval[1]):g}),")
     call += [f"    num_inference_steps={int(steps)},", "    generator=torch.Generator().manual_seed(0),"]
     if model.is_pipeline:
-        usage_code = _code([
-            "import torch",
-            "",
-            "import diffusers_aligntok  # registers AlignTok's classes: DiffusionPipeline resolves model_index.json through it",
-            "from diffusers import DiffusionPipeline",
-            "",
-            f'pipe = DiffusionPipeline.from_pretrained("{repo_id}")',
-            "images = pipe(",
-            *call,
-            ").images",
-            'images[0].save("sample.png")',
-        ])
+        usage_code = _code(
+            [
+                "import torch",
+                "",
+                "import diffusers_aligntok  # registers AlignTok's classes: DiffusionPipeline resolves model_index.json through it",
+                "from diffusers import DiffusionPipeline",
+                "",
+                f'pipe = DiffusionPipeline.from_pretrained("{repo_id}")',
+                "images = pipe(",
+                *call,
+                ").images",
+                'images[0].save("sample.png")',
+            ]
+        )
         usage_notes = (
             f"`class_labels` are class ids in `[0, {num_classes})`{' (ImageNet-1k)' if num_classes == 1000 else ''}, one "
             f"image each, {image_side}x{image_side}. The call uses {source_of_defaults}. Guidance applies to all latent "
@@ -435,23 +508,29 @@ def _class_conditional_context(model: ModelDirectory, repo_id: str, matched: lis
             "without guidance."
         )
     else:
-        usage_code = _code([
-            "import torch",
-            "",
-            "import diffusers_aligntok  # registers AlignTok's classes with diffusers",
-            "from diffusers_aligntok import LightningDiTTransformer2DModel",
-            "",
-            f'transformer = LightningDiTTransformer2DModel.from_pretrained("{repo_id}").eval()',
-            f"latents = torch.randn(1, {transformer.get('in_channels')}, {latent_side}, {latent_side})",
-            "with torch.no_grad():",
-            f"    velocity = transformer(latents, timestep=torch.tensor([500.0]), class_labels=torch.tensor([{labels[0]}])).sample",
-            "print(velocity.shape)",
-        ])
+        usage_code = _code(
+            [
+                "import torch",
+                "",
+                "import diffusers_aligntok  # registers AlignTok's classes with diffusers",
+                "from diffusers_aligntok import LightningDiTTransformer2DModel",
+                "",
+                f'transformer = LightningDiTTransformer2DModel.from_pretrained("{repo_id}").eval()',
+                f"latents = torch.randn(1, {transformer.get('in_channels')}, {latent_side}, {latent_side})",
+                "with torch.no_grad():",
+                f"    velocity = transformer(latents, timestep=torch.tensor([500.0]), class_labels=torch.tensor([{labels[0]}])).sample",
+                "print(velocity.shape)",
+            ]
+        )
         tokenizer_fingerprint = (cache.get("tokenizer") or {}).get("fingerprint")
         usage_notes = (
             "This repository holds the transformer alone. To sample images, build an `AlignTokDiTPipeline(transformer="
             "transformer, vae=<the tokenizer its latents came from>, scheduler=FlowMatchEulerDiscreteScheduler(shift=...))`"
-            + (f"; the training latents came from the tokenizer with fingerprint `{tokenizer_fingerprint}`" if tokenizer_fingerprint else "")
+            + (
+                f"; the training latents came from the tokenizer with fingerprint `{tokenizer_fingerprint}`"
+                if tokenizer_fingerprint
+                else ""
+            )
             + ". Another tokenizer's latents give noise."
         )
     data = describe_training_data(cache_data.get("source"), cache_data.get("resolution"), "the DiT")
@@ -462,27 +541,43 @@ def _class_conditional_context(model: ModelDirectory, repo_id: str, matched: lis
     if record is not None:
         recipe_parts += [dit_recipe_table(record, transformer), config_details("training_config.json", record.config)]
     else:
-        recipe_parts.append("Recipe unknown: no `training_config.json` was found beside the model (expected at "
-                            "`<run>/training_config.json`, next to `<run>/pipeline`).")
+        recipe_parts.append(
+            "Recipe unknown: no `training_config.json` was found beside the model (expected at "
+            "`<run>/training_config.json`, next to `<run>/pipeline`)."
+        )
     recipe_parts.append("#### The tokenizer\n\n" + tokenizer_stages_section(stages))
     model_rows = [
         ("pipeline" if model.is_pipeline else "class", f"`{model.class_name}` (diffusers-aligntok)"),
-        ("transformer", "`LightningDiTTransformer2DModel`, " + ", ".join(
-            f"{key} {transformer[key]}" for key in ("hidden_size", "num_layers", "num_attention_heads", "patch_size", "qk_norm")
-            if key in transformer)),
+        (
+            "transformer",
+            "`LightningDiTTransformer2DModel`, "
+            + ", ".join(
+                f"{key} {transformer[key]}"
+                for key in ("hidden_size", "num_layers", "num_attention_heads", "patch_size", "qk_norm")
+                if key in transformer
+            ),
+        ),
         ("parameters (transformer)", _parameters(count_parameters_by_module(model.transformer_dir))),
         ("classes", num_classes),
         ("latent", f"{transformer.get('in_channels')} x {latent_side} x {latent_side}"),
         ("image size", f"{image_side}x{image_side}" if image_side else None),
     ]
     if vae is not None:
-        model_rows.append(("tokenizer (vae/)", f"`{vae.get('_class_name')}`, f{factor}, {vae.get('latent_channels')} channels"
-                           + (", per-channel latent statistics" if vae.get("latents_mean") is not None else "")))
+        model_rows.append(
+            (
+                "tokenizer (vae/)",
+                f"`{vae.get('_class_name')}`, f{factor}, {vae.get('latent_channels')} channels"
+                + (", per-channel latent statistics" if vae.get("latents_mean") is not None else ""),
+            )
+        )
     if model.is_pipeline:
         scheduler = model.component_configs.get("scheduler") or {}
-        model_rows.append(("scheduler", f"`{(model.config.get('scheduler') or [None, None])[1]}`, shift {scheduler.get('shift')}"))
+        model_rows.append(
+            ("scheduler", f"`{(model.config.get('scheduler') or [None, None])[1]}`, shift {scheduler.get('shift')}")
+        )
     limitations = [
-        f"Generates only the {num_classes} training classes at {image_side}x{image_side}; it takes no text." if image_side
+        f"Generates only the {num_classes} training classes at {image_side}x{image_side}; it takes no text."
+        if image_side
         else f"Generates only the {num_classes} training classes; it takes no text.",
         "The transformer models the latents of the tokenizer in `vae/`: another VAE gives noise.",
         "Generated images inherit the training data's biases; do not use them as evidence of real events or people.",
@@ -492,8 +587,11 @@ def _class_conditional_context(model: ModelDirectory, repo_id: str, matched: lis
         variables={
             "title": f"{repo_id.split('/')[-1]}: class-conditional LightningDiT on AlignTok latents",
             "summary": (
-                ("An `AlignTokDiTPipeline`: a class-conditional LightningDiT " if model.is_pipeline
-                 else "A class-conditional LightningDiT transformer (`LightningDiTTransformer2DModel`) ")
+                (
+                    "An `AlignTokDiTPipeline`: a class-conditional LightningDiT "
+                    if model.is_pipeline
+                    else "A class-conditional LightningDiT transformer (`LightningDiTTransformer2DModel`) "
+                )
                 + f"trained by flow matching on the latents of an AlignTok tokenizer ([arXiv {PAPER_ARXIV_ID}]"
                 f"(https://arxiv.org/abs/{PAPER_ARXIV_ID})), {num_classes} classes."
             ),
@@ -507,8 +605,13 @@ def _class_conditional_context(model: ModelDirectory, repo_id: str, matched: lis
             "is_pipeline": model.is_pipeline,
         },
         datasets=data.dataset_ids,
-        tags=["lightningdit", "class-conditional", "image-generation", "flow-matching",
-              "pipeline" if model.is_pipeline else "transformer"],
+        tags=[
+            "lightningdit",
+            "class-conditional",
+            "image-generation",
+            "flow-matching",
+            "pipeline" if model.is_pipeline else "transformer",
+        ],
     )
 
 
@@ -549,7 +652,12 @@ def _text_to_image_context(model: ModelDirectory, repo_id: str, matched: list[Ma
         height, width = _round_to_multiple(int(height), factor * patch), _round_to_multiple(int(width), factor * patch)
     prompt = (validation.get("prompts") or [_DEFAULT_PROMPT])[0]
     guidance_embeds = bool(transformer.get("guidance_embeds"))
-    call = [f"    {json.dumps(prompt)},", f"    height={height},", f"    width={width},", f"    num_inference_steps={int(steps)},"]
+    call = [
+        f"    {json.dumps(prompt)},",
+        f"    height={height},",
+        f"    width={width},",
+        f"    num_inference_steps={int(steps)},",
+    ]
     if guidance_embeds:
         call.append(f"    guidance_scale={float(guidance):g},")
     elif float(guidance) > 1.0:
@@ -558,34 +666,48 @@ def _text_to_image_context(model: ModelDirectory, repo_id: str, matched: list[Ma
         call.append(f"    max_sequence_length={int(max_sequence_length)},")
     call.append("    generator=torch.Generator().manual_seed(0),")
     if model.is_pipeline:
-        usage_code = _code([
-            "import torch",
-            "",
-            "import diffusers_aligntok  # registers AlignTok's classes (the VAE, AlignTokFluxPipeline) with diffusers",
-            "from diffusers import DiffusionPipeline",
-            "",
-            f'pipe = DiffusionPipeline.from_pretrained("{repo_id}")',
-            "image = pipe(",
-            *call,
-            ").images[0]",
-            'image.save("sample.png")',
-        ])
+        usage_code = _code(
+            [
+                "import torch",
+                "",
+                "import diffusers_aligntok  # registers AlignTok's classes (the VAE, AlignTokFluxPipeline) with diffusers",
+                "from diffusers import DiffusionPipeline",
+                "",
+                f'pipe = DiffusionPipeline.from_pretrained("{repo_id}")',
+                "image = pipe(",
+                *call,
+                ").images[0]",
+                'image.save("sample.png")',
+            ]
+        )
         usage_notes = (
             f"The call uses {source_of_defaults}. "
-            + ("Guidance is FLUX's embedded (distilled) guidance: the transformer has `guidance_embeds=True`."
-               if guidance_embeds else
-               "The transformer was trained with caption dropout for real classifier-free guidance: `true_cfg_scale` > 1 "
-               "with an empty `negative_prompt` (its `guidance_embeds` is False, so `guidance_scale` does nothing).")
-            + (f" Latents are fed with patch {patch}: " + ("`AlignTokFluxPipeline` overrides only FluxPipeline's packing."
-                                                          if patch == 1 else "the stock `FluxPipeline` runs it.") if patch else "")
+            + (
+                "Guidance is FLUX's embedded (distilled) guidance: the transformer has `guidance_embeds=True`."
+                if guidance_embeds
+                else "The transformer was trained with caption dropout for real classifier-free guidance: `true_cfg_scale` > 1 "
+                "with an empty `negative_prompt` (its `guidance_embeds` is False, so `guidance_scale` does nothing)."
+            )
+            + (
+                f" Latents are fed with patch {patch}: "
+                + (
+                    "`AlignTokFluxPipeline` overrides only FluxPipeline's packing."
+                    if patch == 1
+                    else "the stock `FluxPipeline` runs it."
+                )
+                if patch
+                else ""
+            )
         )
     else:
-        usage_code = _code([
-            "from diffusers import FluxTransformer2DModel  # diffusers' own class: no import of diffusers_aligntok needed",
-            "",
-            f'transformer = FluxTransformer2DModel.from_pretrained("{repo_id}").eval()',
-            "print(sum(parameter.numel() for parameter in transformer.parameters()))",
-        ])
+        usage_code = _code(
+            [
+                "from diffusers import FluxTransformer2DModel  # diffusers' own class: no import of diffusers_aligntok needed",
+                "",
+                f'transformer = FluxTransformer2DModel.from_pretrained("{repo_id}").eval()',
+                "print(sum(parameter.numel() for parameter in transformer.parameters()))",
+            ]
+        )
         usage_notes = (
             "This repository holds the transformer alone (diffusers' own `FluxTransformer2DModel`). To sample, put it in "
             f"a `FluxPipeline` (latent patch 2) or `diffusers_aligntok.AlignTokFluxPipeline` (patch 1) with the VAE "
@@ -595,27 +717,60 @@ def _text_to_image_context(model: ModelDirectory, repo_id: str, matched: list[Ma
     data = describe_training_data(data_section.get("source"), data_section.get("resolution"), "the transformer")
     warnings = list(data.warnings)
     if model_section.get("text_encoders") == "tiny-random":
-        warnings.append("Trained with tiny *random* text encoders (`model.text_encoders: tiny-random`): the model cannot "
-                        "follow prompts. A smoke-test artefact.")
+        warnings.append(
+            "Trained with tiny *random* text encoders (`model.text_encoders: tiny-random`): the model cannot "
+            "follow prompts. A smoke-test artefact."
+        )
     recipe_parts = []
     if record is not None:
-        recipe_parts += [t2i_recipe_table(record, transformer, vae_class), config_details("training_config.json", record.config)]
+        recipe_parts += [
+            t2i_recipe_table(record, transformer, vae_class),
+            config_details("training_config.json", record.config),
+        ]
     else:
-        recipe_parts.append("Recipe unknown: no `training_config.json` was found beside the model (expected at "
-                            "`<run>/training_config.json`, next to `<run>/pipeline`).")
+        recipe_parts.append(
+            "Recipe unknown: no `training_config.json` was found beside the model (expected at "
+            "`<run>/training_config.json`, next to `<run>/pipeline`)."
+        )
     model_rows = [
         ("pipeline" if model.is_pipeline else "class", f"`{model.class_name}`"),
-        ("transformer", "`FluxTransformer2DModel`, " + ", ".join(
-            f"{key} {transformer[key]}" for key in ("num_layers", "num_single_layers", "num_attention_heads",
-                                                    "attention_head_dim", "in_channels", "guidance_embeds")
-            if key in transformer)),
+        (
+            "transformer",
+            "`FluxTransformer2DModel`, "
+            + ", ".join(
+                f"{key} {transformer[key]}"
+                for key in (
+                    "num_layers",
+                    "num_single_layers",
+                    "num_attention_heads",
+                    "attention_head_dim",
+                    "in_channels",
+                    "guidance_embeds",
+                )
+                if key in transformer
+            ),
+        ),
         ("parameters (transformer)", _parameters(count_parameters_by_module(model.transformer_dir))),
-        ("VAE", f"`{vae_class}` ({arm} arm), f{factor}, {vae.get('latent_channels')} channels" if vae else
-         (f"{display_path(model_section.get('vae'))} (not in this repository)" if model_section.get("vae") else None)),
+        (
+            "VAE",
+            f"`{vae_class}` ({arm} arm), f{factor}, {vae.get('latent_channels')} channels"
+            if vae
+            else (
+                f"{display_path(model_section.get('vae'))} (not in this repository)"
+                if model_section.get("vae")
+                else None
+            ),
+        ),
         ("latent patch", patch),
-        ("text encoders", ", ".join(f"`{(model.config.get(name) or [None, None])[1]}`" for name in ("text_encoder", "text_encoder_2")
-                                    if model.is_pipeline and (model.config.get(name) or [None, None])[1]) or
-         (model_section.get("text_encoders") and str(model_section.get("text_encoders")))),
+        (
+            "text encoders",
+            ", ".join(
+                f"`{(model.config.get(name) or [None, None])[1]}`"
+                for name in ("text_encoder", "text_encoder_2")
+                if model.is_pipeline and (model.config.get(name) or [None, None])[1]
+            )
+            or (model_section.get("text_encoders") and str(model_section.get("text_encoders"))),
+        ),
     ]
     limitations = [
         "Trained at the resolutions and aspect ratios of its recipe; far from them quality drops.",
@@ -627,7 +782,8 @@ def _text_to_image_context(model: ModelDirectory, repo_id: str, matched: list[Ma
     return CardContext(
         variables={
             "title": f"{repo_id.split('/')[-1]}: a text-to-image FLUX-architecture "
-                     + ("pipeline" if model.is_pipeline else "transformer") + (f" ({arm} latents)" if arm else ""),
+            + ("pipeline" if model.is_pipeline else "transformer")
+            + (f" ({arm} latents)" if arm else ""),
             "summary": (
                 ("A text-to-image pipeline" if model.is_pipeline else "A text-to-image transformer")
                 + " from the AlignTok text-to-image recipe ([arXiv "
@@ -643,8 +799,15 @@ def _text_to_image_context(model: ModelDirectory, repo_id: str, matched: list[Ma
             "limitations": limitations,
             "is_pipeline": model.is_pipeline,
         },
-        base_model=model_section.get("init_transformer_from") if looks_like_hub_id(model_section.get("init_transformer_from")) else None,
+        base_model=model_section.get("init_transformer_from")
+        if looks_like_hub_id(model_section.get("init_transformer_from"))
+        else None,
         datasets=data.dataset_ids,
-        tags=["text-to-image", "flux", "flow-matching", {"AlignTok": "aligntok-vae", "FLUX VAE": "flux-vae"}.get(arm, "vae-unknown"),
-              "pipeline" if model.is_pipeline else "transformer"],
+        tags=[
+            "text-to-image",
+            "flux",
+            "flow-matching",
+            {"AlignTok": "aligntok-vae", "FLUX VAE": "flux-vae"}.get(arm, "vae-unknown"),
+            "pipeline" if model.is_pipeline else "transformer",
+        ],
     )

@@ -43,14 +43,25 @@ _WRITERS = {
 }
 # Config keys that do not define the tokenizer's latents (as in `tokenizer_fingerprint`) or are bookkeeping.
 _CONFIG_KEYS_IGNORED = {
-    "_name_or_path", "_diffusers_version", "_use_default_values", "latents_mean", "latents_std", "scaling_factor",
-    "shift_factor", "force_upcast",
+    "_name_or_path",
+    "_diffusers_version",
+    "_use_default_values",
+    "latents_mean",
+    "latents_std",
+    "scaling_factor",
+    "shift_factor",
+    "force_upcast",
 }
 # Seconds of clock slack when comparing a weight file's modification time with the JSON's.
 _MTIME_SLACK_SECONDS = 2.0
 _FLUX_VAE_RANDOM = "flux-vae-random"
 # Published rFIDs (the paper's 0.26, VA-VAE's, FLUX's) are measured on all 50,000 ImageNet-val images at 256x256.
-_PUBLISHED_RFID_SETUP = {"data": "ILSVRC/imagenet-1k", "split": "validation", "num_samples": 50_000, "resolution": [256, 256]}
+_PUBLISHED_RFID_SETUP = {
+    "data": "ILSVRC/imagenet-1k",
+    "split": "validation",
+    "num_samples": 50_000,
+    "resolution": [256, 256],
+}
 
 
 @dataclass(frozen=True)
@@ -138,7 +149,9 @@ def check_evaluation_kind(evaluation: Evaluation, model: ModelDirectory) -> None
         )
 
 
-def match_evaluation(evaluation: Evaluation, model: ModelDirectory, fingerprints: dict[str, str] | None) -> MatchedEvaluation:
+def match_evaluation(
+    evaluation: Evaluation, model: ModelDirectory, fingerprints: dict[str, str] | None
+) -> MatchedEvaluation:
     """Checks that `evaluation` evaluated `model`; raises `HubPushError` naming the JSON and both models if not.
 
     `fingerprints` are the pushed model's `tokenizer_fingerprint`s by role (`"transformer"`, `"vae"`), computed after
@@ -150,7 +163,9 @@ def match_evaluation(evaluation: Evaluation, model: ModelDirectory, fingerprints
     return _match_pipeline_evaluation(evaluation, model, fingerprints or {})
 
 
-def _match_pipeline_evaluation(evaluation: Evaluation, model: ModelDirectory, fingerprints: dict[str, str]) -> MatchedEvaluation:
+def _match_pipeline_evaluation(
+    evaluation: Evaluation, model: ModelDirectory, fingerprints: dict[str, str]
+) -> MatchedEvaluation:
     recorded = evaluation.results["pipeline"]
     roles = ("transformer", "vae") if model.is_pipeline else ("transformer",)
     recorded_fingerprints = {role: (recorded.get(role) or {}).get("fingerprint") for role in roles}
@@ -158,8 +173,11 @@ def _match_pipeline_evaluation(evaluation: Evaluation, model: ModelDirectory, fi
         missing = [role for role in roles if role not in fingerprints]
         if missing:
             raise RuntimeError(f"No fingerprint of the pushed {missing} was computed; this is a bug.")
-        different = [f"{role}: evaluated {recorded_fingerprints[role]}, pushed {fingerprints[role]}"
-                     for role in roles if recorded_fingerprints[role] != fingerprints[role]]
+        different = [
+            f"{role}: evaluated {recorded_fingerprints[role]}, pushed {fingerprints[role]}"
+            for role in roles
+            if recorded_fingerprints[role] != fingerprints[role]
+        ]
         if different:
             raise HubPushError(
                 f"{evaluation.path} evaluated another model than {model.path}: the weight fingerprints differ "
@@ -169,7 +187,12 @@ def _match_pipeline_evaluation(evaluation: Evaluation, model: ModelDirectory, fi
         return MatchedEvaluation(evaluation, None, "weight fingerprint")
     # Older results without fingerprints: only the pipeline's own path can tie them to the model.
     path = recorded.get("path")
-    if model.is_pipeline and path and Path(path).expanduser().exists() and Path(path).expanduser().resolve() == model.path:
+    if (
+        model.is_pipeline
+        and path
+        and Path(path).expanduser().exists()
+        and Path(path).expanduser().resolve() == model.path
+    ):
         return MatchedEvaluation(evaluation, None, "path")
     raise HubPushError(
         f"{evaluation.path} records no weight fingerprints and its pipeline path {path!r} is not {model.path}, so it "
@@ -194,7 +217,9 @@ def _match_tokenizer_evaluation(evaluation: Evaluation, model: ModelDirectory) -
         if recorded.exists():
             resolved = recorded.resolve()
             if resolved in candidates:
-                problem = _config_difference(described.get("config"), tokenizer_config) or _stale_weights(tokenizer_dir, evaluation)
+                problem = _config_difference(described.get("config"), tokenizer_config) or _stale_weights(
+                    tokenizer_dir, evaluation
+                )
                 if problem is None:
                     return MatchedEvaluation(evaluation, index, "path")
                 reasons.append(f"{source!r} (that is this directory, but {problem})")
@@ -202,8 +227,10 @@ def _match_tokenizer_evaluation(evaluation: Evaluation, model: ModelDirectory) -
             recorded_tokenizer = resolved / "vae" if (resolved / "model_index.json").is_file() else resolved
             if not pushed_digest:
                 pushed_digest.append(safetensors_weights_digest(tokenizer_dir))
-            if pushed_digest[0] is not None and recorded_tokenizer.is_dir() and (
-                safetensors_weights_digest(recorded_tokenizer) == pushed_digest[0]
+            if (
+                pushed_digest[0] is not None
+                and recorded_tokenizer.is_dir()
+                and (safetensors_weights_digest(recorded_tokenizer) == pushed_digest[0])
             ):
                 return MatchedEvaluation(evaluation, index, "identical weights at the evaluated path")
             reasons.append(f"{source!r} (another directory, with other weights)")
@@ -212,7 +239,7 @@ def _match_tokenizer_evaluation(evaluation: Evaluation, model: ModelDirectory) -
         # (all of a relative path's, the last 3 of an absolute one) and the architecture must agree.
         parts = [part for part in recorded.parts if part not in ("/", ".", "..") and part != recorded.anchor]
         trailing = parts[-3:] if recorded.is_absolute() else parts
-        if len(trailing) >= 2 and any(list(candidate.parts[-len(trailing):]) == trailing for candidate in candidates):
+        if len(trailing) >= 2 and any(list(candidate.parts[-len(trailing) :]) == trailing for candidate in candidates):
             problem = _config_difference(described.get("config"), tokenizer_config)
             if problem is None:
                 return MatchedEvaluation(evaluation, index, f"path ending {'/'.join(trailing)} and config")
@@ -255,13 +282,19 @@ def _jsonable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def evaluation_report(matched: MatchedEvaluation, model_name: str, tokenizer_is_component: bool = False) -> EvaluationReport:
+def evaluation_report(
+    matched: MatchedEvaluation, model_name: str, tokenizer_is_component: bool = False
+) -> EvaluationReport:
     """The card's view of one matched evaluation (see [`EvaluationReport`]).
 
     `tokenizer_is_component`: the card is a pipeline's and a tokenizer evaluation is of its `vae/`; the table and the
     model-index then say so instead of presenting the numbers as the pipeline's own.
     """
-    builders = {"tokenizer": _tokenizer_report, "generation": _generation_report, "text_to_image": _text_to_image_report}
+    builders = {
+        "tokenizer": _tokenizer_report,
+        "generation": _generation_report,
+        "text_to_image": _text_to_image_report,
+    }
     if matched.evaluation.kind == "tokenizer":
         report = _tokenizer_report(matched, model_name, tokenizer_is_component)
     else:
@@ -327,14 +360,18 @@ def _tokenizer_report(matched: MatchedEvaluation, model_name: str, is_component:
         f"rFID features: `{feature_extractor.get('name')}`"
         f"{'' if fid_is_real else ' (a random stand-in network: these values are NOT FID)'}, reference statistics of "
         "the same images.",
-        f"LPIPS: `{perceptual.get('name')}`{'' if lpips_is_real else ' (random VGG trunk: NOT LPIPS)'}." if perceptual
+        f"LPIPS: `{perceptual.get('name')}`{'' if lpips_is_real else ' (random VGG trunk: NOT LPIPS)'}."
+        if perceptual
         else "LPIPS: not measured.",
         f"Linear probe: {probe_protocol.get('features')}, {probe_protocol.get('classifier')}, "
         f"{probe_protocol.get('split')}. CKNNA: k={settings.get('cknna_topk')} against "
         f"{reference_encoder or 'no reference encoder (skipped)'}.",
     ]
-    unmet = [f"{key}={settings.get(key)!r} (published: {value!r})" for key, value in _PUBLISHED_RFID_SETUP.items()
-             if settings.get(key) != value]
+    unmet = [
+        f"{key}={settings.get(key)!r} (published: {value!r})"
+        for key, value in _PUBLISHED_RFID_SETUP.items()
+        if settings.get(key) != value
+    ]
     if not fid_is_real:
         unmet.append("rFID from a stand-in network")
     if perceptual and not lpips_is_real:
@@ -343,57 +380,80 @@ def _tokenizer_report(matched: MatchedEvaluation, model_name: str, is_component:
     statement = (
         "Same images, count and size as the published rFIDs (all 50,000 ImageNet-val images at 256x256), measured with "
         "clean-fid's Inception; agreement with the published evaluators was not measured here."
-        if comparable else
-        f"**Not comparable with published numbers** ({'; '.join(unmet)}): compare only with runs of this evaluation at "
+        if comparable
+        else f"**Not comparable with published numbers** ({'; '.join(unmet)}): compare only with runs of this evaluation at "
         "the same settings."
     )
     eval_results = []
     if matched.entry_index is not None:
         metrics = results["tokenizers"][matched.entry_index].get("metrics") or {}
-        dataset = dict(
-            task_type="image-to-image", task_name="Image reconstruction",
-            dataset_type=settings["data"] if looks_like_hub_id(settings.get("data")) else str(settings.get("data")),
-            dataset_name=str(settings.get("data_description") or settings.get("data")),
-            dataset_split=settings.get("split"),
-            dataset_args={"resolution": f"{height}x{width}", "num_samples": settings.get("num_samples")},
-        )
+        dataset = {
+            "task_type": "image-to-image",
+            "task_name": "Image reconstruction",
+            "dataset_type": settings["data"] if looks_like_hub_id(settings.get("data")) else str(settings.get("data")),
+            "dataset_name": str(settings.get("data_description") or settings.get("data")),
+            "dataset_split": settings.get("split"),
+            "dataset_args": {"resolution": f"{height}x{width}", "num_samples": settings.get("num_samples")},
+        }
         values = [
             ("rfid", "rFID", metrics.get("rfid"), fid_is_real),
             ("psnr", "PSNR (dB)", metrics.get("psnr"), True),
             ("ssim", "SSIM", metrics.get("ssim"), True),
             ("lpips", "LPIPS", metrics.get("lpips"), lpips_is_real),
-            ("linear-probe-top1", "Linear probe top-1 accuracy (fraction)", (metrics.get("linear_probe") or {}).get("top1"), True),
+            (
+                "linear-probe-top1",
+                "Linear probe top-1 accuracy (fraction)",
+                (metrics.get("linear_probe") or {}).get("top1"),
+                True,
+            ),
             ("cknna", "CKNNA", metrics.get("cknna"), True),
         ]
         for metric_type, metric_name, value, is_real in values:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                eval_results.append(_eval_result(
-                    **dataset, metric_type=_metric_type(metric_type, is_real),
-                    metric_name=("Tokenizer (vae/) " if is_component else "") + _metric_label(metric_name, is_real),
-                    metric_value=value, verified=False,
-                ))
+                eval_results.append(
+                    _eval_result(
+                        **dataset,
+                        metric_type=_metric_type(metric_type, is_real),
+                        metric_name=("Tokenizer (vae/) " if is_component else "")
+                        + _metric_label(metric_name, is_real),
+                        metric_value=value,
+                        verified=False,
+                    )
+                )
     warnings = list(results.get("warnings") or [])
     entry = results["tokenizers"][matched.entry_index] if matched.entry_index is not None else {}
     if (entry.get("tokenizer") or {}).get("random_weights"):
         warnings.append("The evaluated tokenizer had random weights.")
     return EvaluationReport(
-        title="Reconstruction and latent quality", table="\n".join(lines), protocol=protocol,
-        comparable_with_published=comparable, statement=statement, warnings=warnings, eval_results=eval_results,
+        title="Reconstruction and latent quality",
+        table="\n".join(lines),
+        protocol=protocol,
+        comparable_with_published=comparable,
+        statement=statement,
+        warnings=warnings,
+        eval_results=eval_results,
         uses_standins=not fid_is_real or bool(perceptual and not lpips_is_real),
     )
 
 
 def _reference_description(reference: dict[str, Any]) -> str:
     if reference.get("kind") == "npz":
-        source = ("its stored mu/sigma" if reference.get("statistics_source") == "mu_sigma"
-                  else f"statistics of its {reference.get('statistics_num_images')} images")
+        source = (
+            "its stored mu/sigma"
+            if reference.get("statistics_source") == "mu_sigma"
+            else f"statistics of its {reference.get('statistics_num_images')} images"
+        )
         return f"`{Path(str(reference.get('path'))).name}` ({source})"
     if reference.get("kind") == "image_folder":
-        return (f"image folder `{Path(str(reference.get('path'))).name}` ({reference.get('num_images')} images, "
-                f"{reference.get('preprocessing')})")
+        return (
+            f"image folder `{Path(str(reference.get('path'))).name}` ({reference.get('num_images')} images, "
+            f"{reference.get('preprocessing')})"
+        )
     resolution = reference.get("resolution") or ["?", "?"]
-    return (f"{reference.get('data_description') or reference.get('source')} (split `{reference.get('split')}`, "
-            f"{reference.get('num_samples')} images, {resolution[0]}x{resolution[1]} centre crops)")
+    return (
+        f"{reference.get('data_description') or reference.get('source')} (split `{reference.get('split')}`, "
+        f"{reference.get('num_samples')} images, {resolution[0]}x{resolution[1]} centre crops)"
+    )
 
 
 def _generation_report(matched: MatchedEvaluation, model_name: str) -> EvaluationReport:
@@ -434,22 +494,30 @@ def _generation_report(matched: MatchedEvaluation, model_name: str) -> Evaluatio
     statement = protocol_block.get("statement") or ""
     if not comparable:
         unmet = protocol_block.get("unmet") or ["no protocol record in the JSON"]
-        statement = (f"**Not comparable with published numbers**: not the ADM-comparable combination (differs in: "
-                     f"{'; '.join(unmet)}); compare only with runs of this evaluation at the same settings.")
-    dataset = dict(
-        task_type="unconditional-image-generation", task_name="Class-conditional image generation",
-        dataset_type=reference.get("source") if looks_like_hub_id(reference.get("source"))
+        statement = (
+            f"**Not comparable with published numbers**: not the ADM-comparable combination (differs in: "
+            f"{'; '.join(unmet)}); compare only with runs of this evaluation at the same settings."
+        )
+    dataset = {
+        "task_type": "unconditional-image-generation",
+        "task_name": "Class-conditional image generation",
+        "dataset_type": reference.get("source")
+        if looks_like_hub_id(reference.get("source"))
         else str(reference.get("file_name") or Path(str(reference.get("path") or reference.get("source"))).name),
-        dataset_name=_reference_description(reference).replace("`", ""),
-        dataset_split=reference.get("split"),
-    )
+        "dataset_name": _reference_description(reference).replace("`", ""),
+        "dataset_split": reference.get("split"),
+    }
     eval_results = []
     for row in results["rows"]:
         arguments = {
-            "guidance_scale": row["guidance_scale"], "guidance_interval": list(row.get("guidance_interval") or []),
-            "num_inference_steps": settings.get("num_inference_steps"), "sampler": settings.get("sampler"),
-            "num_samples": row.get("num_samples"), "label_sampling": settings.get("label_sampling"),
-            "inception_mode": settings.get("inception_mode_effective"), "adm_comparable": comparable,
+            "guidance_scale": row["guidance_scale"],
+            "guidance_interval": list(row.get("guidance_interval") or []),
+            "num_inference_steps": settings.get("num_inference_steps"),
+            "sampler": settings.get("sampler"),
+            "num_samples": row.get("num_samples"),
+            "label_sampling": settings.get("label_sampling"),
+            "inception_mode": settings.get("inception_mode_effective"),
+            "adm_comparable": comparable,
         }
         values = [
             ("gfid", "gFID", row.get("gfid"), fid_is_real),
@@ -459,9 +527,14 @@ def _generation_report(matched: MatchedEvaluation, model_name: str) -> Evaluatio
         ]
         eval_results += _guidance_scale_eval_results(values, row["guidance_scale"], dataset, arguments)
     return EvaluationReport(
-        title="Class-conditional generation", table="\n".join(lines), protocol=protocol,
-        comparable_with_published=comparable, statement=statement, warnings=list(results.get("warnings") or []),
-        eval_results=eval_results, uses_standins=not fid_is_real or not is_is_real,
+        title="Class-conditional generation",
+        table="\n".join(lines),
+        protocol=protocol,
+        comparable_with_published=comparable,
+        statement=statement,
+        warnings=list(results.get("warnings") or []),
+        eval_results=eval_results,
+        uses_standins=not fid_is_real or not is_is_real,
     )
 
 
@@ -486,42 +559,71 @@ def _text_to_image_report(matched: MatchedEvaluation, model_name: str) -> Evalua
     first_row = results["rows"][0] if results["rows"] else {}
     image_size = settings.get("image_size") or ["?", "?"]
     protocol = [
-        (f"Prompts: `{Path(str(prompts.get('path'))).name}` ({prompts.get('num_prompts')} prompts, sha256 "
-         f"{str(prompts.get('sha256'))[:12]}...), {settings.get('images_per_prompt')} image(s) per prompt."
-         if prompts else "Prompts: none (GenEval export only)."),
+        (
+            f"Prompts: `{Path(str(prompts.get('path'))).name}` ({prompts.get('num_prompts')} prompts, sha256 "
+            f"{str(prompts.get('sha256'))[:12]}...), {settings.get('images_per_prompt')} image(s) per prompt."
+            if prompts
+            else "Prompts: none (GenEval export only)."
+        ),
         f"Sampling: {image_size[0]}x{image_size[1]}, {settings.get('num_inference_steps')} steps, guidance through "
         f"`{first_row.get('cfg_argument')}` with negative prompt {settings.get('negative_prompt')!r}, "
         f"{settings.get('dtype_effective')}.",
-        (f"gFID: `{feature_extractor.get('name')}` features{'' if fid_is_real else ' (a random stand-in network: NOT FID)'} "
-         f"against {_reference_description(reference)}." if feature_extractor else "gFID: not measured."),
-        (f"CLIP score: `{display_path(clip.get('name'))}`{'' if clip_is_real else ' (a random stand-in model: NOT a CLIP score)'}, "
-         f"{clip.get('formula')}." if clip else "CLIP score: not measured."),
+        (
+            f"gFID: `{feature_extractor.get('name')}` features{'' if fid_is_real else ' (a random stand-in network: NOT FID)'} "
+            f"against {_reference_description(reference)}."
+            if feature_extractor
+            else "gFID: not measured."
+        ),
+        (
+            f"CLIP score: `{display_path(clip.get('name'))}`{'' if clip_is_real else ' (a random stand-in model: NOT a CLIP score)'}, "
+            f"{clip.get('formula')}."
+            if clip
+            else "CLIP score: not measured."
+        ),
     ]
     if results.get("geneval"):
         protocol.append("GenEval: prompts exported in GenEval's layout, not scored here (GenEval needs mmdetection).")
-    statement = ("**Not comparable with published numbers**: the paper does not specify every detail of its COCO-6K "
-                 "protocol; compare only with runs of this evaluation on the same prompt file (same sha256), reference "
-                 "images, steps and guidance.")
-    dataset_name = " vs ".join(part for part in (
-        f"{Path(str(prompts.get('path'))).name} ({prompts.get('num_prompts')} prompts)" if prompts else None,
-        f"{Path(str(reference.get('path'))).name} ({reference.get('num_images')} images)" if reference else None,
-    ) if part)
-    dataset = dict(
-        task_type="text-to-image", task_name="Text-to-image generation",
-        dataset_type=Path(str(reference.get("path") or prompts.get("path") or "prompts")).name,
-        dataset_name=dataset_name or "prompts",
+    statement = (
+        "**Not comparable with published numbers**: the paper does not specify every detail of its COCO-6K "
+        "protocol; compare only with runs of this evaluation on the same prompt file (same sha256), reference "
+        "images, steps and guidance."
     )
+    dataset_name = " vs ".join(
+        part
+        for part in (
+            f"{Path(str(prompts.get('path'))).name} ({prompts.get('num_prompts')} prompts)" if prompts else None,
+            f"{Path(str(reference.get('path'))).name} ({reference.get('num_images')} images)" if reference else None,
+        )
+        if part
+    )
+    dataset = {
+        "task_type": "text-to-image",
+        "task_name": "Text-to-image generation",
+        "dataset_type": Path(str(reference.get("path") or prompts.get("path") or "prompts")).name,
+        "dataset_name": dataset_name or "prompts",
+    }
     eval_results = []
     for row in results["rows"]:
-        arguments = {"guidance_scale": row["guidance_scale"], "cfg_argument": row.get("cfg_argument"),
-                     "num_inference_steps": settings.get("num_inference_steps"), "num_samples": row.get("num_samples"),
-                     "image_size": f"{image_size[0]}x{image_size[1]}"}
-        values = [("gfid", "gFID", row.get("gfid"), fid_is_real),
-                  ("clip-score", "CLIP score", row.get("clip_score"), clip_is_real)]
+        arguments = {
+            "guidance_scale": row["guidance_scale"],
+            "cfg_argument": row.get("cfg_argument"),
+            "num_inference_steps": settings.get("num_inference_steps"),
+            "num_samples": row.get("num_samples"),
+            "image_size": f"{image_size[0]}x{image_size[1]}",
+        }
+        values = [
+            ("gfid", "gFID", row.get("gfid"), fid_is_real),
+            ("clip-score", "CLIP score", row.get("clip_score"), clip_is_real),
+        ]
         eval_results += _guidance_scale_eval_results(values, row["guidance_scale"], dataset, arguments)
     return EvaluationReport(
-        title="Text-to-image generation", table="\n".join(lines), protocol=protocol, comparable_with_published=False,
-        statement=statement, warnings=list(results.get("warnings") or []), eval_results=eval_results,
+        title="Text-to-image generation",
+        table="\n".join(lines),
+        protocol=protocol,
+        comparable_with_published=False,
+        statement=statement,
+        warnings=list(results.get("warnings") or []),
+        eval_results=eval_results,
         uses_standins=bool(feature_extractor and not fid_is_real) or bool(clip and not clip_is_real),
     )
 
@@ -532,9 +634,13 @@ def _guidance_scale_eval_results(
     """The `EvalResult`s of one guidance scale's row: one per finite `(metric_type, name, value, is_real)`."""
     return [
         _eval_result(
-            **dataset, metric_type=_metric_type(metric_type, is_real),
+            **dataset,
+            metric_type=_metric_type(metric_type, is_real),
             metric_name=f"{_metric_label(metric_name, is_real)} (CFG {guidance_scale:g})",
-            metric_config=f"cfg-{guidance_scale:g}", metric_args=arguments, metric_value=value, verified=False,
+            metric_config=f"cfg-{guidance_scale:g}",
+            metric_args=arguments,
+            metric_value=value,
+            verified=False,
         )
         for metric_type, metric_name, value, is_real in values
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -30,25 +30,36 @@ def describe_loaded(loaded: Any) -> dict[str, Any]:
     if isinstance(components, dict):
         return {
             "class_name": type(loaded).__name__,
-            "components": {name: type(component).__name__ for name, component in components.items() if component is not None},
-            "fingerprints": {role: tokenizer_fingerprint(components[role]) for role in ("transformer", "vae")
-                             if components.get(role) is not None},
+            "components": {
+                name: type(component).__name__ for name, component in components.items() if component is not None
+            },
+            "fingerprints": {
+                role: tokenizer_fingerprint(components[role])
+                for role in ("transformer", "vae")
+                if components.get(role) is not None
+            },
         }
     role = "vae" if type(loaded).__name__ == "AlignedAutoencoderKL" else "transformer"
-    return {"class_name": type(loaded).__name__, "components": {}, "fingerprints": {role: tokenizer_fingerprint(loaded)}}
+    return {
+        "class_name": type(loaded).__name__,
+        "components": {},
+        "fingerprints": {role: tokenizer_fingerprint(loaded)},
+    }
 
 
 def load_check_script(model: ModelDirectory) -> str:
     """The program the fresh process runs (the directory is its first argument): what a card's reader would type."""
     module, class_name = model.load_target.rsplit(".", 1)
-    return "\n".join([
-        "import json, sys",
-        "import diffusers_aligntok  # registers our classes, as the card's usage code does first",
-        f"from {module} import {class_name}",
-        f"loaded = {class_name}.from_pretrained(sys.argv[1])",
-        "from diffusers_aligntok.hub.loading import describe_loaded",
-        f"print({_MARKER!r} + json.dumps(describe_loaded(loaded)), flush=True)",
-    ])
+    return "\n".join(
+        [
+            "import json, sys",
+            "import diffusers_aligntok  # registers our classes, as the card's usage code does first",
+            f"from {module} import {class_name}",
+            f"loaded = {class_name}.from_pretrained(sys.argv[1])",
+            "from diffusers_aligntok.hub.loading import describe_loaded",
+            f"print({_MARKER!r} + json.dumps(describe_loaded(loaded)), flush=True)",
+        ]
+    )
 
 
 def check_loads_in_fresh_process(directory: Path, model: ModelDirectory) -> dict[str, Any]:
@@ -60,9 +71,15 @@ def check_loads_in_fresh_process(directory: Path, model: ModelDirectory) -> dict
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(
         [sys.executable, "-c", load_check_script(model), str(directory)],
-        capture_output=True, text=True, env=environment, cwd=tempfile.gettempdir(), check=False,
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tempfile.gettempdir(),
+        check=False,
     )
-    report = next((json.loads(line[len(_MARKER):]) for line in completed.stdout.splitlines() if line.startswith(_MARKER)), None)
+    report = next(
+        (json.loads(line[len(_MARKER) :]) for line in completed.stdout.splitlines() if line.startswith(_MARKER)), None
+    )
     if completed.returncode != 0 or report is None:
         tail = (completed.stderr or completed.stdout).strip()[-_ERROR_TAIL_CHARACTERS:]
         raise HubPushError(

@@ -24,7 +24,10 @@ class HubPushError(ValueError):
 # `config.json` `_class_name` -> (kind, class the fresh-process load check calls `from_pretrained` on).
 MODEL_CLASSES: dict[str, tuple[str, str]] = {
     "AlignedAutoencoderKL": ("tokenizer", "diffusers_aligntok.AlignedAutoencoderKL"),
-    "LightningDiTTransformer2DModel": ("class_conditional_transformer", "diffusers_aligntok.LightningDiTTransformer2DModel"),
+    "LightningDiTTransformer2DModel": (
+        "class_conditional_transformer",
+        "diffusers_aligntok.LightningDiTTransformer2DModel",
+    ),
     "FluxTransformer2DModel": ("text_to_image_transformer", "diffusers.FluxTransformer2DModel"),
 }
 # `model_index.json` `_class_name` -> kind. Pipelines load with `DiffusionPipeline.from_pretrained`.
@@ -34,14 +37,21 @@ PIPELINE_CLASSES: dict[str, str] = {
     "FluxPipeline": "text_to_image_pipeline",
 }
 KINDS = (
-    "tokenizer", "class_conditional_transformer", "class_conditional_pipeline", "text_to_image_transformer",
+    "tokenizer",
+    "class_conditional_transformer",
+    "class_conditional_pipeline",
+    "text_to_image_transformer",
     "text_to_image_pipeline",
 )
 # Components every supported pipeline needs (the others may be null in model_index.json, e.g. FLUX's image encoder).
 _REQUIRED_PIPELINE_COMPONENTS = ("transformer", "vae", "scheduler")
 # Files that make a component directory loadable without weights (schedulers, tokenizers, processors).
 _WEIGHTLESS_COMPONENT_FILES = (
-    "scheduler_config.json", "tokenizer_config.json", "tokenizer.json", "preprocessor_config.json", "spiece.model",
+    "scheduler_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "preprocessor_config.json",
+    "spiece.model",
     "vocab.json",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -111,7 +121,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise HubPushError(f"{path} ({what}) cannot be read as JSON: {error}. Re-export the model with save_pretrained.") from None
+        raise HubPushError(
+            f"{path} ({what}) cannot be read as JSON: {error}. Re-export the model with save_pretrained."
+        ) from None
     if not isinstance(value, dict):
         raise HubPushError(f"{path} ({what}) holds a {type(value).__name__}, not a JSON object; re-export the model.")
     return value
@@ -153,7 +165,9 @@ def inspect_model_directory(model_dir: str | os.PathLike) -> ModelDirectory:
     """
     path = Path(model_dir).expanduser()
     if not path.is_dir():
-        raise HubPushError(f"{model_dir} is not a directory; pass the folder save_pretrained wrote (e.g. runs/x/stage3/model).")
+        raise HubPushError(
+            f"{model_dir} is not a directory; pass the folder save_pretrained wrote (e.g. runs/x/stage3/model)."
+        )
     path = path.resolve()
     if path.name.endswith(".incomplete"):
         raise HubPushError(
@@ -172,8 +186,11 @@ def inspect_model_directory(model_dir: str | os.PathLike) -> ModelDirectory:
             )
         _check_model_files(path, class_name)
         return ModelDirectory(path=path, kind=MODEL_CLASSES[class_name][0], class_name=class_name, config=config)
-    hints = [name for name in ("model", "pipeline", "transformer", "vae")
-             if (path / name / "config.json").is_file() or (path / name / "model_index.json").is_file()]
+    hints = [
+        name
+        for name in ("model", "pipeline", "transformer", "vae")
+        if (path / name / "config.json").is_file() or (path / name / "model_index.json").is_file()
+    ]
     hint = f" Did you mean {path / hints[0]}?" if hints else ""
     raise HubPushError(
         f"{path} has neither config.json (a model) nor model_index.json (a pipeline), so it is no save_pretrained "
@@ -192,7 +209,9 @@ def _inspect_pipeline(path: Path) -> ModelDirectory:
     components = {name: entry for name, entry in index.items() if not name.startswith("_")}
     missing = [name for name in _REQUIRED_PIPELINE_COMPONENTS if not _is_present(components.get(name))]
     if missing:
-        raise HubPushError(f"{path}/model_index.json has no {missing} component(s); a {class_name} needs them. Re-save the pipeline.")
+        raise HubPushError(
+            f"{path}/model_index.json has no {missing} component(s); a {class_name} needs them. Re-save the pipeline."
+        )
     component_configs: dict[str, dict[str, Any]] = {}
     for name, entry in components.items():
         if not _is_present(entry):
@@ -213,8 +232,13 @@ def _inspect_pipeline(path: Path) -> ModelDirectory:
                 f"{directory} (the pipeline's {name}, {entry[1]}) has no config.json, scheduler_config.json or "
                 "tokenizer files; copy the whole pipeline folder, or re-save it with save_pretrained."
             )
-    return ModelDirectory(path=path, kind=PIPELINE_CLASSES[class_name], class_name=class_name, config=index,
-                          component_configs=component_configs)
+    return ModelDirectory(
+        path=path,
+        kind=PIPELINE_CLASSES[class_name],
+        class_name=class_name,
+        config=index,
+        component_configs=component_configs,
+    )
 
 
 def _is_present(entry: Any) -> bool:
@@ -316,7 +340,9 @@ def safetensors_weights_digest(directory: Path) -> str | None:
             while remaining:
                 block = handle.read(min(remaining, 1 << 24))
                 if not block:
-                    raise HubPushError(f"{path} is truncated ({name} ends past the end of the file); re-export the model.")
+                    raise HubPushError(
+                        f"{path} is truncated ({name} ends past the end of the file); re-export the model."
+                    )
                 digest.update(block)
                 remaining -= len(block)
     return digest.hexdigest()[:16]

@@ -66,9 +66,13 @@ def resolve_token(token: str | None) -> str:
 def _destination_for_dry_run(dry_run_dir: str | os.PathLike, model: ModelDirectory) -> Path:
     destination = Path(dry_run_dir).expanduser().resolve()
     if destination == model.path or model.path in destination.parents:
-        raise HubPushError(f"--dry_run {destination} is inside the model directory {model.path}; choose a folder outside it.")
+        raise HubPushError(
+            f"--dry_run {destination} is inside the model directory {model.path}; choose a folder outside it."
+        )
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-        raise HubPushError(f"--dry_run {destination} exists and is not an empty directory; remove it or choose a new path.")
+        raise HubPushError(
+            f"--dry_run {destination} exists and is not an empty directory; remove it or choose a new path."
+        )
     destination.parent.mkdir(parents=True, exist_ok=True)
     return destination
 
@@ -129,17 +133,25 @@ def push_to_hub(
         check_evaluation_kind(evaluation, model)
     # Tokenizer evaluations are tied to the model by paths and weights, so they are checked before the load check;
     # the others need the fingerprints it reports.
-    matched_early = {index: match_evaluation(evaluation, model, None) for index, evaluation in enumerate(evaluations)
-                     if evaluation.kind == "tokenizer"}
+    matched_early = {
+        index: match_evaluation(evaluation, model, None)
+        for index, evaluation in enumerate(evaluations)
+        if evaluation.kind == "tokenizer"
+    }
     destination = _destination_for_dry_run(dry_run_dir, model) if dry_run_dir is not None else None
 
-    staging = Path(tempfile.mkdtemp(prefix=".aligntok-push-",
-                                    dir=destination.parent if destination is not None else _staging_parent(model)))
+    staging = Path(
+        tempfile.mkdtemp(
+            prefix=".aligntok-push-", dir=destination.parent if destination is not None else _staging_parent(model)
+        )
+    )
     try:
         files = stage_upload_folder(model, staging)
         loaded = check_loads_in_fresh_process(staging, model)
-        matched = [matched_early.get(index) or match_evaluation(evaluation, model, loaded["fingerprints"])
-                   for index, evaluation in enumerate(evaluations)]
+        matched = [
+            matched_early.get(index) or match_evaluation(evaluation, model, loaded["fingerprints"])
+            for index, evaluation in enumerate(evaluations)
+        ]
         card = build_model_card(model, repo_id, matched, license=license)
         (staging / "README.md").write_text(str(card), encoding="utf-8")
         logger.info(f"Upload folder for {repo_id}: README.md + {len(files)} files of {model.path}.")
@@ -160,9 +172,14 @@ def push_to_hub(
         if revision is not None and revision != constants.DEFAULT_REVISION:
             api.create_branch(full_repo_id, branch=revision, exist_ok=True, repo_type="model")
         commit = api.upload_folder(
-            repo_id=full_repo_id, folder_path=str(staging), repo_type="model", revision=revision,
-            commit_message=commit_message or (f"Upload {model.class_name} with its model card "
-                                              f"(diffusers-aligntok {diffusers_aligntok.__version__})"),
+            repo_id=full_repo_id,
+            folder_path=str(staging),
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message
+            or (
+                f"Upload {model.class_name} with its model card (diffusers-aligntok {diffusers_aligntok.__version__})"
+            ),
         )
         logger.info(f"Pushed {model.path} to {repo_url}: {getattr(commit, 'commit_url', commit)}")
         return str(repo_url)

@@ -112,8 +112,10 @@ def dit_tokenizer_stages(record: RunRecord | None) -> list[StageRecord]:
     """The tokenizer stages behind a DiT run's latents, when the tokenizer directory is still on this machine."""
     if record is None:
         return []
-    candidates = [(record.config.get("validation") or {}).get("tokenizer"),
-                  ((record.cache_metadata or {}).get("tokenizer") or {}).get("path")]
+    candidates = [
+        (record.config.get("validation") or {}).get("tokenizer"),
+        ((record.cache_metadata or {}).get("tokenizer") or {}).get("path"),
+    ]
     for candidate in candidates:
         directory = _resolve(candidate, record.directory)
         if directory is not None:
@@ -186,7 +188,9 @@ def _stage_loss(stage: int, loss: dict[str, Any]) -> str:
     if loss.get("gan_weight"):
         terms.append(f"{_number(loss['gan_weight'])} x adaptive hinge GAN from step {loss.get('gan_start_step', 0)}")
     if stage == 2 and loss.get("semantic_preservation_weight"):
-        terms.append(f"{_number(loss['semantic_preservation_weight'])} x L_sp ({loss.get('semantic_preservation_kind')})")
+        terms.append(
+            f"{_number(loss['semantic_preservation_weight'])} x L_sp ({loss.get('semantic_preservation_kind')})"
+        )
     return " + ".join(terms)
 
 
@@ -206,7 +210,11 @@ def tokenizer_stage_table(stages: list[StageRecord]) -> str:
         if metrics.get("global_step") not in (None, steps):
             steps = f"{metrics['global_step']} of {steps}"
         resolution = data.get("resolution")
-        data_text = f"{display_path(data.get('source'))} at {resolution}x{resolution}" if resolution else str(display_path(data.get("source")))
+        data_text = (
+            f"{display_path(data.get('source'))} at {resolution}x{resolution}"
+            if resolution
+            else str(display_path(data.get("source")))
+        )
         psnr = metrics.get("validation_psnr")
         lines.append(
             f"| {record.stage} | {trains} | {frozen} | {_stage_loss(record.stage, config.get('loss') or {})} | {steps} | "
@@ -246,24 +254,53 @@ def dit_recipe_table(record: RunRecord, transformer_config: dict[str, Any] | Non
         if flow.get("logit_normal_until_step") is not None:
             sampling += f" until step {flow['logit_normal_until_step']}, then uniform"
     rows = [
-        ("transformer", f"preset `{model.get('preset')}`" + (f", overrides {json.dumps(model.get('overrides'))}" if model.get("overrides") else "")),
-        ("size", ", ".join(f"{key} {transformer[key]}" for key in ("hidden_size", "num_layers", "num_attention_heads", "patch_size", "qk_norm")
-                           if key in transformer) or None),
+        (
+            "transformer",
+            f"preset `{model.get('preset')}`"
+            + (f", overrides {json.dumps(model.get('overrides'))}" if model.get("overrides") else ""),
+        ),
+        (
+            "size",
+            ", ".join(
+                f"{key} {transformer[key]}"
+                for key in ("hidden_size", "num_layers", "num_attention_heads", "patch_size", "qk_norm")
+                if key in transformer
+            )
+            or None,
+        ),
         ("parameters", f"{metrics['num_parameters']:,}" if metrics.get("num_parameters") else None),
         ("classes", transformer.get("num_classes")),
         ("label dropout (for CFG)", transformer.get("class_dropout_prob")),
-        ("latents", (f"{'x'.join(str(size) for size in cache.get('latent_shape') or [])} from {cache.get('num_samples')} images of "
-                     f"{cache_data.get('description') or cache_data.get('source')}"
-                     f"{' (and their horizontal flips)' if cache.get('flipped') else ''}") if cache else None),
+        (
+            "latents",
+            (
+                f"{'x'.join(str(size) for size in cache.get('latent_shape') or [])} from {cache.get('num_samples')} images of "
+                f"{cache_data.get('description') or cache_data.get('source')}"
+                f"{' (and their horizontal flips)' if cache.get('flipped') else ''}"
+            )
+            if cache
+            else None,
+        ),
         ("tokenizer (fingerprint)", ((cache.get("tokenizer") or {}).get("fingerprint")) if cache else None),
         ("latent normalisation", ((cache.get("latent_statistics") or {}).get("source")) if cache else None),
-        ("objective", "flow matching on the linear path, velocity target"
-         + (f", + {_number(flow['velocity_cosine_weight'])} x per-token velocity cosine loss" if flow.get("velocity_cosine_weight") else "")),
+        (
+            "objective",
+            "flow matching on the linear path, velocity target"
+            + (
+                f", + {_number(flow['velocity_cosine_weight'])} x per-token velocity cosine loss"
+                if flow.get("velocity_cosine_weight")
+                else ""
+            ),
+        ),
         ("timestep sampling", sampling),
         ("training timestep shift", flow.get("timestep_shift")),
         ("optimiser", _optimizer(config.get("optimizer") or {})),
-        ("steps", training.get("max_train_steps") if metrics.get("global_step") in (None, training.get("max_train_steps"))
-         else f"{metrics['global_step']} of {training.get('max_train_steps')}"),
+        (
+            "steps",
+            training.get("max_train_steps")
+            if metrics.get("global_step") in (None, training.get("max_train_steps"))
+            else f"{metrics['global_step']} of {training.get('max_train_steps')}",
+        ),
         ("global batch", _global_batch(training, record.metrics)),
         ("precision", _precision(config)),
         ("EMA decay (the saved weights)", training.get("ema_decay")),
@@ -271,7 +308,9 @@ def dit_recipe_table(record: RunRecord, transformer_config: dict[str, Any] | Non
     ]
     validation = config.get("validation") or {}
     if validation:
-        rows.append(("sampling defaults saved with the pipeline", f"shift {_number(validation.get('sampling_shift'))}"))
+        rows.append(
+            ("sampling defaults saved with the pipeline", f"shift {_number(validation.get('sampling_shift'))}")
+        )
     return _key_value_table(rows)
 
 
@@ -281,30 +320,74 @@ def t2i_recipe_table(record: RunRecord, transformer_config: dict[str, Any] | Non
     model, data, flow = config.get("model") or {}, config.get("data") or {}, config.get("flow") or {}
     training = config.get("training") or {}
     transformer = transformer_config or {}
-    shift = ("resolution-dependent (FLUX): " + f"{_number(flow.get('base_shift'))} at {flow.get('base_image_seq_len')} tokens to "
-             f"{_number(flow.get('max_shift'))} at {flow.get('max_image_seq_len')}") if flow.get("resolution_dependent_shift") else flow.get("shift")
+    shift = (
+        (
+            "resolution-dependent (FLUX): "
+            + f"{_number(flow.get('base_shift'))} at {flow.get('base_image_seq_len')} tokens to "
+            f"{_number(flow.get('max_shift'))} at {flow.get('max_image_seq_len')}"
+        )
+        if flow.get("resolution_dependent_shift")
+        else flow.get("shift")
+    )
     rows = [
-        ("transformer", f"`FluxTransformer2DModel`, preset `{model.get('transformer_preset')}`"
-         + (f", overrides {json.dumps(model.get('transformer_overrides'))}" if model.get("transformer_overrides") else "")),
-        ("size", ", ".join(f"{key} {transformer[key]}" for key in ("num_layers", "num_single_layers", "num_attention_heads",
-                                                                   "attention_head_dim", "in_channels", "patch_size") if key in transformer) or None),
+        (
+            "transformer",
+            f"`FluxTransformer2DModel`, preset `{model.get('transformer_preset')}`"
+            + (
+                f", overrides {json.dumps(model.get('transformer_overrides'))}"
+                if model.get("transformer_overrides")
+                else ""
+            ),
+        ),
+        (
+            "size",
+            ", ".join(
+                f"{key} {transformer[key]}"
+                for key in (
+                    "num_layers",
+                    "num_single_layers",
+                    "num_attention_heads",
+                    "attention_head_dim",
+                    "in_channels",
+                    "patch_size",
+                )
+                if key in transformer
+            )
+            or None,
+        ),
         ("parameters", f"{metrics['num_parameters']:,}" if metrics.get("num_parameters") else None),
-        ("VAE", f"{display_path(model.get('vae'))}" + (f" (`{vae_class}`)" if vae_class else "")
-         + (f", subfolder {model['vae_subfolder']}" if model.get("vae_subfolder") else "")),
+        (
+            "VAE",
+            f"{display_path(model.get('vae'))}"
+            + (f" (`{vae_class}`)" if vae_class else "")
+            + (f", subfolder {model['vae_subfolder']}" if model.get("vae_subfolder") else ""),
+        ),
         ("pixels per token", model.get("pixels_per_token")),
         ("text encoders", model.get("text_encoders")),
         ("max text tokens (T5)", model.get("max_sequence_length")),
         ("initialised from", display_path(model.get("init_transformer_from"))),
-        ("data", f"{display_path(data.get('source'))}, split {data.get('split')}" + (f", first {data['max_samples']}" if data.get("max_samples") else "")),
+        (
+            "data",
+            f"{display_path(data.get('source'))}, split {data.get('split')}"
+            + (f", first {data['max_samples']}" if data.get("max_samples") else ""),
+        ),
         ("resolution / aspect ratios", f"{data.get('resolution')}, {', '.join(data.get('aspect_ratios') or [])}"),
         ("caption dropout (for CFG)", data.get("caption_dropout_prob")),
         ("objective", "flow matching on the linear path, velocity target"),
-        ("timestep sampling", f"{flow.get('timestep_sampling')} (mean {_number(flow.get('logit_mean'))}, std {_number(flow.get('logit_std'))})"
-         if flow.get("timestep_sampling") == "logit_normal" else flow.get("timestep_sampling")),
+        (
+            "timestep sampling",
+            f"{flow.get('timestep_sampling')} (mean {_number(flow.get('logit_mean'))}, std {_number(flow.get('logit_std'))})"
+            if flow.get("timestep_sampling") == "logit_normal"
+            else flow.get("timestep_sampling"),
+        ),
         ("timestep shift", shift),
         ("optimiser", _optimizer(config.get("optimizer") or {})),
-        ("steps", training.get("max_train_steps") if metrics.get("global_step") in (None, training.get("max_train_steps"))
-         else f"{metrics['global_step']} of {training.get('max_train_steps')}"),
+        (
+            "steps",
+            training.get("max_train_steps")
+            if metrics.get("global_step") in (None, training.get("max_train_steps"))
+            else f"{metrics['global_step']} of {training.get('max_train_steps')}",
+        ),
         ("global batch", _global_batch(training, record.metrics)),
         ("precision", _precision(config)),
         ("gradient checkpointing", training.get("gradient_checkpointing")),
@@ -322,10 +405,16 @@ def t2i_recipe_table(record: RunRecord, transformer_config: dict[str, Any] | Non
 def describe_training_data(source: Any, resolution: Any, what: str) -> TrainingData:
     """A paragraph on the data `what` (e.g. "the tokenizer") was trained on and what it does not cover."""
     if not source:
-        return TrainingData(f"Not recorded: no training_config.json was found beside the model, so the data {what} was "
-                            "trained on is unknown. Do not assume it generalises beyond what the evaluation shows.")
+        return TrainingData(
+            f"Not recorded: no training_config.json was found beside the model, so the data {what} was "
+            "trained on is unknown. Do not assume it generalises beyond what the evaluation shows."
+        )
     shown = display_path(source)
-    size = f" at {resolution}x{resolution}" if isinstance(resolution, int) else (f" at {resolution}" if resolution else "")
+    size = (
+        f" at {resolution}x{resolution}"
+        if isinstance(resolution, int)
+        else (f" at {resolution}" if resolution else "")
+    )
     lowered = str(source).lower()
     ids = [source] if looks_like_hub_id(source) else []
     if lowered.startswith("builtin:shapes"):
@@ -333,7 +422,8 @@ def describe_training_data(source: Any, resolution: Any, what: str) -> TrainingD
             f"`{shown}`{size}: procedurally generated coloured shapes (10 classes{', with template captions' if 'captions' in lowered else ''}), "
             "made on the fly from a seed. A toy domain for tests and the demo: this model has never seen a photograph "
             "and is not meant for real images.",
-            ids, [f"Trained on the built-in toy data `{shown}`: a demonstration model, not for real images."],
+            ids,
+            [f"Trained on the built-in toy data `{shown}`: a demonstration model, not for real images."],
         )
     if "imagenet" in lowered:
         return TrainingData(
@@ -351,5 +441,6 @@ def describe_training_data(source: Any, resolution: Any, what: str) -> TrainingD
             ids,
         )
     return TrainingData(
-        f"`{shown}`{size}. Behaviour outside this data's domain (content, style, resolution) has not been measured.", ids
+        f"`{shown}`{size}. Behaviour outside this data's domain (content, style, resolution) has not been measured.",
+        ids,
     )

@@ -129,7 +129,13 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["ResnetBlock2D", "Dinov2Layer", "Dinov2WithRegistersLayer", "SiglipEncoderLayer", "ViTMAELayer"]
+    _no_split_modules = [
+        "ResnetBlock2D",
+        "Dinov2Layer",
+        "Dinov2WithRegistersLayer",
+        "SiglipEncoderLayer",
+        "ViTMAELayer",
+    ]
     _skip_layerwise_casting_patterns = ["encoder.embeddings", "norm"]
 
     @register_to_config
@@ -212,7 +218,9 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
             act_fn=act_fn,
             mid_block_add_attention=mid_block_add_attention,
         )
-        self.register_buffer("_encoder_pixel_mean", torch.tensor(encoder_image_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "_encoder_pixel_mean", torch.tensor(encoder_image_mean).view(1, -1, 1, 1), persistent=False
+        )
         self.register_buffer("_encoder_pixel_std", torch.tensor(encoder_image_std).view(1, -1, 1, 1), persistent=False)
 
         self.use_slicing = False
@@ -278,7 +286,9 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
             if full_checkpoint_config.get(key) != value
         }
         if conflicts:
-            details = ", ".join(f"{key}={want!r} but the checkpoint has {have!r}" for key, (want, have) in conflicts.items())
+            details = ", ".join(
+                f"{key}={want!r} but the checkpoint has {have!r}" for key, (want, have) in conflicts.items()
+            )
             raise ValueError(
                 f"encoder_config does not match {pretrained_model_name_or_path!r}: {details}. Drop these keys to use "
                 "the checkpoint's architecture, or choose a checkpoint of the size you want."
@@ -337,7 +347,9 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
             device=latents.device,
             dtype=latents.dtype,
         )
-        return latents + noise_std * randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return latents + noise_std * randn_tensor(
+            latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
+        )
 
     # ------------------------------------------------------------------------------------------------------------
     # Encoding
@@ -346,7 +358,9 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
     def _check_images(self, x: torch.Tensor) -> None:
         if not torch.is_tensor(x) or x.ndim != 4:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"Expected images of shape (batch, {self.config.in_channels}, height, width), got {shape}.")
+            raise ValueError(
+                f"Expected images of shape (batch, {self.config.in_channels}, height, width), got {shape}."
+            )
         if x.shape[0] == 0:
             raise ValueError("Got an empty batch (batch size 0); pass at least one image.")
         if not x.is_floating_point():
@@ -534,7 +548,9 @@ class AlignedAutoencoderKL(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigM
         r"""Decodes overlapping latent tiles and blends them; the conv decoder's output stays close to untiled."""
         stride = _tile_stride(self.tile_latent_min_size, self.tile_overlap_factor, granularity=1)
         decode_tile = lambda tile: self.decoder(tile.to(self._decoder_compute_dtype))  # noqa: E731
-        return _blend_tiles(z, decode_tile, self.tile_latent_min_size, stride, upscale=self.spatial_compression_ratio, downscale=1)
+        return _blend_tiles(
+            z, decode_tile, self.tile_latent_min_size, stride, upscale=self.spatial_compression_ratio, downscale=1
+        )
 
 
 def _infer_encoder_type(checkpoint_config, name_or_path: str) -> str:

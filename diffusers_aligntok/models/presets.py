@@ -20,15 +20,36 @@ class AlignTokPreset:
 
 
 # DINOv2 sizes as in the released facebook/dinov2-* configs (patch 14, trained at 518, LayerScale 1e-5 init).
-_DINOV2_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "patch_size": 14,
-                 "image_size": 518, "layerscale_value": 1.0, "mlp_ratio": 4}
+_DINOV2_LARGE = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 14,
+    "image_size": 518,
+    "layerscale_value": 1.0,
+    "mlp_ratio": 4,
+}
 _DINOV2_BASE = {**_DINOV2_LARGE, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12}
 # google/siglip2-large-patch16-256 vision tower: patch 16 matches f16 exactly, so no resizing happens.
-_SIGLIP2_LARGE = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-                  "patch_size": 16, "image_size": 256, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6}
+_SIGLIP2_LARGE = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 16,
+    "image_size": 256,
+    "hidden_act": "gelu_pytorch_tanh",
+    "layer_norm_eps": 1e-6,
+}
 # facebook/vit-mae-large encoder.
-_MAE_LARGE = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-              "patch_size": 16, "image_size": 224}
+_MAE_LARGE = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "patch_size": 16,
+    "image_size": 224,
+}
 
 PRESETS: dict[str, AlignTokPreset] = {
     preset.name: preset
@@ -70,8 +91,14 @@ PRESETS: dict[str, AlignTokPreset] = {
             foundation_encoder="",
             config={
                 "encoder_type": "dinov2",
-                "encoder_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                   "patch_size": 3, "image_size": 24, "mlp_ratio": 2},
+                "encoder_config": {
+                    "hidden_size": 32,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "patch_size": 3,
+                    "image_size": 24,
+                    "mlp_ratio": 2,
+                },
                 "latent_channels": 8,
                 "adapter_hidden_channels": 32,
                 "up_block_types": ("AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"),

@@ -3,7 +3,13 @@
 import diffusers
 
 from .pipeline_aligntok_dit import AlignTokDiTPipeline, classifier_free_guidance
-from .pipeline_aligntok_flux import AlignTokFluxPipeline, latent_image_ids, latent_patch_size, pack_latents, unpack_latents
+from .pipeline_aligntok_flux import (
+    AlignTokFluxPipeline,
+    latent_image_ids,
+    latent_patch_size,
+    pack_latents,
+    unpack_latents,
+)
 
 
 # `DiffusionPipeline.from_pretrained` looks up model_index.json's `_class_name` in the `diffusers` namespace only.

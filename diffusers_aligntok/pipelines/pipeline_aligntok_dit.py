@@ -57,8 +57,11 @@ def classifier_free_guidance(
     if guidance_channels is None:
         return guided
     channels = conditional.shape[1]
-    if not (isinstance(guidance_channels, int) and not isinstance(guidance_channels, bool)
-            and 1 <= guidance_channels <= channels):
+    if not (
+        isinstance(guidance_channels, int)
+        and not isinstance(guidance_channels, bool)
+        and 1 <= guidance_channels <= channels
+    ):
         raise ValueError(
             f"guidance_channels={guidance_channels!r} must be None (all channels) or an integer in [1, {channels}] "
             f"(the prediction has {channels} channels)."
@@ -402,7 +405,9 @@ class AlignTokDiTPipeline(DiffusionPipeline):
                 sigma = float(timestep) / num_train_timesteps
                 # Closed interval: LightningDiT guides when t >= cfg_interval_start, i.e. sigma <= 1 - start.
                 guide_now = use_guidance and (
-                    guidance_low - _GUIDANCE_INTERVAL_EDGE_TOLERANCE <= sigma <= guidance_high + _GUIDANCE_INTERVAL_EDGE_TOLERANCE
+                    guidance_low - _GUIDANCE_INTERVAL_EDGE_TOLERANCE
+                    <= sigma
+                    <= guidance_high + _GUIDANCE_INTERVAL_EDGE_TOLERANCE
                 )
                 if guide_now:
                     # Conditional and unconditional halves in one batched forward pass.

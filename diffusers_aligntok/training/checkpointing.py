@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
 from accelerate.logging import get_logger
+from accelerate.utils import DistributedType
 
 from .io_utils import to_jsonable
 
@@ -38,7 +38,9 @@ def list_checkpoints(checkpoints_dir: str | Path) -> list[Path]:
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return []
-    found = [(int(m.group(1)), path) for path in checkpoints_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(path.name))]
+    found = [
+        (int(m.group(1)), path) for path in checkpoints_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(path.name))
+    ]
     return [path for _, path in sorted(found)]
 
 
@@ -178,7 +180,9 @@ def check_resume_compatible(checkpoint_path: Path, expected_state: dict[str, Any
         saved = state.get(name)
         expected = to_jsonable(expected)
         if isinstance(expected, dict) and isinstance(saved, dict):
-            keys = sorted(k for k in set(saved) | set(expected) if not k.startswith("_") and saved.get(k) != expected.get(k))
+            keys = sorted(
+                k for k in set(saved) | set(expected) if not k.startswith("_") and saved.get(k) != expected.get(k)
+            )
             differences += [f"{name}.{k}: checkpoint {saved.get(k)!r} vs now {expected.get(k)!r}" for k in keys]
         elif saved != expected:
             differences.append(f"{name}: checkpoint {saved!r} vs now {expected!r}")

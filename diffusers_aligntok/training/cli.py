@@ -36,7 +36,12 @@ ConfigT = TypeVar("ConfigT")
 
 # `training.<name>` keys that each script also takes as a diffusers-style flag `--<name>`.
 TRAINING_FLAGS = (
-    "mixed_precision", "report_to", "checkpointing_steps", "checkpoints_total_limit", "validation_steps", "seed",
+    "mixed_precision",
+    "report_to",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "validation_steps",
+    "seed",
 )
 # The variable through which `accelerate launch` (its flag or the accelerate config file) hands its precision over.
 LAUNCHER_MIXED_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
@@ -49,28 +54,37 @@ def add_training_arguments(parser: argparse.ArgumentParser, set_help: str) -> No
     """Adds the habitual diffusers flags, `--set` and the Hub flags; every default is None (the YAML decides)."""
     group = parser.add_argument_group("overrides of the config file (default: the config's value)")
     group.add_argument(
-        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
+        "--mixed_precision",
+        default=None,
+        choices=["no", "fp16", "bf16"],
         help="Whether to use mixed precision (training.mixed_precision). Defaults to the value of `accelerate launch "
         "--mixed_precision` or of the accelerate config that `accelerate launch` reads, else the config file's. Use "
         "this argument to override both. fp16 is refused: our models train in bf16 or fp32.",
     )
     group.add_argument(
-        "--report_to", default=None,
+        "--report_to",
+        default=None,
         help='The integration to report the results and logs to (training.report_to): "tensorboard", "wandb", "all" or '
         '"none". Validation images reach tensorboard and wandb.',
     )
     group.add_argument(
-        "--checkpointing_steps", type=int, default=None,
+        "--checkpointing_steps",
+        type=int,
+        default=None,
         help="Save a checkpoint of the training state every X updates (training.checkpointing_steps). These "
         "checkpoints are only suitable for resuming training using `--resume_from_checkpoint`.",
     )
     group.add_argument(
-        "--checkpoints_total_limit", type=int, default=None,
+        "--checkpoints_total_limit",
+        type=int,
+        default=None,
         help="Max number of checkpoints to store (training.checkpoints_total_limit; "
         "`--set training.checkpoints_total_limit=null` keeps all).",
     )
     group.add_argument(
-        "--validation_steps", type=int, default=None,
+        "--validation_steps",
+        type=int,
+        default=None,
         help="Run validation (grids saved and sent to the trackers) every X updates (training.validation_steps).",
     )
     group.add_argument("--seed", type=int, default=None, help="A seed for reproducible training (training.seed).")
@@ -78,12 +92,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, set_help: str) -> No
 
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument(
-        "--push_to_hub", action="store_true",
+        "--push_to_hub",
+        action="store_true",
         help="Whether or not to push the final model, with its model card, to the Hub once training is done.",
     )
     hub.add_argument("--hub_token", default=None, help="The token to use to push to the Model Hub.")
     hub.add_argument(
-        "--hub_model_id", default=None,
+        "--hub_model_id",
+        default=None,
         help="The repository to push to, `namespace/name`; required with --push_to_hub (we do not guess it from "
         "the output directory).",
     )
@@ -182,11 +198,20 @@ def load_config_with_overrides(
 
 def hub_repo_id(args: argparse.Namespace) -> str | None:
     """The repository `--push_to_hub` will push to, validated now (before any training), or None without the flag."""
-    hub_flags = [flag for flag, given in (("--hub_model_id", args.hub_model_id), ("--hub_token", args.hub_token),
-                                         ("--hub_private_repo", args.hub_private_repo)) if given]
+    hub_flags = [
+        flag
+        for flag, given in (
+            ("--hub_model_id", args.hub_model_id),
+            ("--hub_token", args.hub_token),
+            ("--hub_private_repo", args.hub_private_repo),
+        )
+        if given
+    ]
     if not args.push_to_hub:
         if hub_flags:
-            raise ConfigError(f"{', '.join(hub_flags)} given without --push_to_hub; add --push_to_hub to push the model.")
+            raise ConfigError(
+                f"{', '.join(hub_flags)} given without --push_to_hub; add --push_to_hub to push the model."
+            )
         return None
     if not args.hub_model_id:
         # diffusers would push to `<your user>/<output_dir name>`; naming the repository is one flag and never pushes

@@ -145,7 +145,9 @@ def load_stage_config(path: str | Path, stage: int, overrides: dict[str, Any] | 
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}.")
     unknown_sections = set(raw) - {"common", "stages"}
     if unknown_sections:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown_sections)}; expected 'common' and 'stages'.")
+        raise ConfigError(
+            f"{path}: unknown top-level keys {sorted(unknown_sections)}; expected 'common' and 'stages'."
+        )
     stages = raw.get("stages") or {}
     if not isinstance(stages, dict):
         raise ConfigError(f"{path}: 'stages' must be a mapping from stage number to overrides.")
@@ -338,29 +340,53 @@ def _check_values(config: StageConfig, stage: int, where: str) -> None:
         (data.dataloader_num_workers >= 0, "data.dataloader_num_workers", "must be 0 or more"),
         (loss.l1_weight >= 0, "loss.l1_weight", "must be 0 or more"),
         (loss.perceptual_weight >= 0, "loss.perceptual_weight", "must be 0 or more"),
-        (loss.perceptual_network is None or loss.perceptual_network in PERCEPTUAL_NETWORKS, "loss.perceptual_network",
-         f"must be one of {list(PERCEPTUAL_NETWORKS)} or null"),
-        (loss.perceptual_weight == 0 or loss.perceptual_network is not None, "loss.perceptual_weight",
-         "must be 0 when loss.perceptual_network is null (the term would be off while the config says it is on)"),
-        (loss.l1_weight + loss.perceptual_weight > 0, "loss.l1_weight",
-         "and loss.perceptual_weight cannot both be 0: nothing would teach the decoder to reconstruct"),
+        (
+            loss.perceptual_network is None or loss.perceptual_network in PERCEPTUAL_NETWORKS,
+            "loss.perceptual_network",
+            f"must be one of {list(PERCEPTUAL_NETWORKS)} or null",
+        ),
+        (
+            loss.perceptual_weight == 0 or loss.perceptual_network is not None,
+            "loss.perceptual_weight",
+            "must be 0 when loss.perceptual_network is null (the term would be off while the config says it is on)",
+        ),
+        (
+            loss.l1_weight + loss.perceptual_weight > 0,
+            "loss.l1_weight",
+            "and loss.perceptual_weight cannot both be 0: nothing would teach the decoder to reconstruct",
+        ),
         (loss.gan_weight >= 0, "loss.gan_weight", "must be 0 or more"),
         (loss.gan_start_step >= 0, "loss.gan_start_step", "must be 0 or more"),
         (loss.adaptive_weight_max > 0, "loss.adaptive_weight_max", "must be positive"),
         (loss.discriminator.base_channels > 0, "loss.discriminator.base_channels", "must be positive"),
         (loss.discriminator.num_layers > 0, "loss.discriminator.num_layers", "must be positive"),
-        (loss.discriminator.norm in ("group", "batch", "none"), "loss.discriminator.norm",
-         "must be 'group', 'batch' or 'none'"),
-        (loss.discriminator_init_from in DISCRIMINATOR_INIT_CHOICES or Path(loss.discriminator_init_from).is_dir(),
-         "loss.discriminator_init_from", f"must be one of {list(DISCRIMINATOR_INIT_CHOICES)} or an existing directory"),
+        (
+            loss.discriminator.norm in ("group", "batch", "none"),
+            "loss.discriminator.norm",
+            "must be 'group', 'batch' or 'none'",
+        ),
+        (
+            loss.discriminator_init_from in DISCRIMINATOR_INIT_CHOICES or Path(loss.discriminator_init_from).is_dir(),
+            "loss.discriminator_init_from",
+            f"must be one of {list(DISCRIMINATOR_INIT_CHOICES)} or an existing directory",
+        ),
         (loss.semantic_preservation_weight >= 0, "loss.semantic_preservation_weight", "must be 0 or more"),
-        (stage == 2 or loss.semantic_preservation_weight == 0, "loss.semantic_preservation_weight",
-         "must be 0 outside stage 2 (only stage 2 has the frozen stage-1 target); set it under stages.2"),
-        (loss.semantic_preservation_kind in SEMANTIC_PRESERVATION_KINDS, "loss.semantic_preservation_kind",
-         f"must be one of {list(SEMANTIC_PRESERVATION_KINDS)}"),
+        (
+            stage == 2 or loss.semantic_preservation_weight == 0,
+            "loss.semantic_preservation_weight",
+            "must be 0 outside stage 2 (only stage 2 has the frozen stage-1 target); set it under stages.2",
+        ),
+        (
+            loss.semantic_preservation_kind in SEMANTIC_PRESERVATION_KINDS,
+            "loss.semantic_preservation_kind",
+            f"must be one of {list(SEMANTIC_PRESERVATION_KINDS)}",
+        ),
         (optimizer.learning_rate > 0, "optimizer.learning_rate", "must be positive"),
-        (optimizer.encoder_learning_rate is None or optimizer.encoder_learning_rate > 0, "optimizer.encoder_learning_rate",
-         "must be positive or null"),
+        (
+            optimizer.encoder_learning_rate is None or optimizer.encoder_learning_rate > 0,
+            "optimizer.encoder_learning_rate",
+            "must be positive or null",
+        ),
         (optimizer.discriminator_learning_rate > 0, "optimizer.discriminator_learning_rate", "must be positive"),
         (0 <= optimizer.adam_beta1 < 1, "optimizer.adam_beta1", "must be in [0, 1)"),
         (0 <= optimizer.adam_beta2 < 1, "optimizer.adam_beta2", "must be in [0, 1)"),
@@ -371,13 +397,23 @@ def _check_values(config: StageConfig, stage: int, where: str) -> None:
         (training.train_batch_size > 0, "training.train_batch_size", "must be positive"),
         (training.gradient_accumulation_steps > 0, "training.gradient_accumulation_steps", "must be positive"),
         (training.max_train_steps > 0, "training.max_train_steps", "must be positive"),
-        (training.mixed_precision in ("no", "bf16", "fp16"), "training.mixed_precision", "must be 'no', 'bf16' or 'fp16'"),
+        (
+            training.mixed_precision in ("no", "bf16", "fp16"),
+            "training.mixed_precision",
+            "must be 'no', 'bf16' or 'fp16'",
+        ),
         (training.ema_decay is None or 0 < training.ema_decay < 1, "training.ema_decay", "must be in (0, 1) or null"),
-        (training.encoder_lora_rank is None or training.encoder_lora_rank > 0, "training.encoder_lora_rank",
-         "must be positive or null"),
+        (
+            training.encoder_lora_rank is None or training.encoder_lora_rank > 0,
+            "training.encoder_lora_rank",
+            "must be positive or null",
+        ),
         (training.checkpointing_steps > 0, "training.checkpointing_steps", "must be positive"),
-        (training.checkpoints_total_limit is None or training.checkpoints_total_limit > 0,
-         "training.checkpoints_total_limit", "must be positive or null (keep all)"),
+        (
+            training.checkpoints_total_limit is None or training.checkpoints_total_limit > 0,
+            "training.checkpoints_total_limit",
+            "must be positive or null (keep all)",
+        ),
         (training.validation_steps > 0, "training.validation_steps", "must be positive"),
         (training.log_every_steps > 0, "training.log_every_steps", "must be positive"),
     ]
@@ -386,7 +422,9 @@ def _check_values(config: StageConfig, stage: int, where: str) -> None:
             raise ConfigError(f"{where}: {key} {requirement}, got {_value_at(config, key)!r}.")
     if training.mixed_precision == "fp16":
         # DESIGN: never train the tokenizer or the discriminator in pure fp16 (GAN + LPIPS overflow).
-        raise ConfigError(f"{where}: training.mixed_precision 'fp16' is not supported for tokenizer training; use 'bf16'.")
+        raise ConfigError(
+            f"{where}: training.mixed_precision 'fp16' is not supported for tokenizer training; use 'bf16'."
+        )
 
 
 def _value_at(config: Any, dotted_key: str) -> Any:

@@ -130,7 +130,9 @@ def load_discriminator_state(directory: str | Path, expected_config: Discriminat
             stacklevel=2,
         )
     optimizer_path = directory / _OPTIMIZER_FILE
-    optimizer_state = torch.load(optimizer_path, map_location="cpu", weights_only=True) if optimizer_path.is_file() else None
+    optimizer_state = (
+        torch.load(optimizer_path, map_location="cpu", weights_only=True) if optimizer_path.is_file() else None
+    )
     return CarriedDiscriminator(directory, load_file(str(directory / _WEIGHTS_FILE)), optimizer_state, num_updates)
 
 
@@ -153,7 +155,10 @@ def save_discriminator_state(
         temporary = directory.with_name(directory.name + ".incomplete")
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-        save_file({name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}, str(temporary / _WEIGHTS_FILE))
+        save_file(
+            {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()},
+            str(temporary / _WEIGHTS_FILE),
+        )
         if not sharded:
             torch.save(optimizer.state_dict(), temporary / _OPTIMIZER_FILE)
         record = {"discriminator": asdict(discriminator_config), "num_updates": num_updates}

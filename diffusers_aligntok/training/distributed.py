@@ -65,7 +65,9 @@ class GlobalBatch:
 
     def __post_init__(self) -> None:
         if self.num_processes < 1 or not 0 <= self.process_index < self.num_processes:
-            raise ValueError(f"process_index={self.process_index} must lie in [0, num_processes={self.num_processes}).")
+            raise ValueError(
+                f"process_index={self.process_index} must lie in [0, num_processes={self.num_processes})."
+            )
 
     @classmethod
     def of(cls, state: ProcessLayout) -> "GlobalBatch":

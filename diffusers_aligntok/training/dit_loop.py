@@ -19,10 +19,16 @@ from tqdm.auto import tqdm
 from ..models import AlignedAutoencoderKL, LightningDiTTransformer2DModel
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import config_to_dict
-from .dit_config import DiTConfig
 from .distributed import GlobalBatch
+from .dit_config import DiTConfig
 from .flow_matching import flow_matching_loss
-from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable, write_training_config
+from .io_utils import (
+    build_accelerator,
+    flatten_for_trackers,
+    save_pretrained_atomically,
+    to_jsonable,
+    write_training_config,
+)
 from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .validation import image_grid, log_validation_images, save_grid
@@ -55,7 +61,9 @@ def load_validation_tokenizer(config: DiTConfig, dataset: CachedLatentDataset) -
         )
     # Samples are normalised with the cache's statistics; the saved pipeline must undo exactly those.
     stats = dataset.metadata["latent_statistics"]
-    tokenizer.register_to_config(latents_mean=stats["mean"], latents_std=stats["std"], scaling_factor=stats["scaling_factor"])
+    tokenizer.register_to_config(
+        latents_mean=stats["mean"], latents_std=stats["std"], scaling_factor=stats["scaling_factor"]
+    )
     return tokenizer
 
 
@@ -105,8 +113,12 @@ def run_dit_training(
         num_training_steps=training.max_train_steps * accelerator.num_processes,
     )
     ema = (
-        EMAModel(transformer.parameters(), decay=training.ema_decay, model_cls=LightningDiTTransformer2DModel,
-                 model_config=transformer.config)
+        EMAModel(
+            transformer.parameters(),
+            decay=training.ema_decay,
+            model_cls=LightningDiTTransformer2DModel,
+            model_config=transformer.config,
+        )
         if training.ema_decay is not None
         else None
     )
@@ -120,7 +132,9 @@ def run_dit_training(
         drop_last=True,
         generator=torch.Generator().manual_seed(training.seed),  # keeps the global RNG out of iterator creation
     )
-    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(transformer, optimizer, dataloader, lr_scheduler)
+    transformer, optimizer, dataloader, lr_scheduler = accelerator.prepare(
+        transformer, optimizer, dataloader, lr_scheduler
+    )
     raw_transformer: LightningDiTTransformer2DModel = accelerator.unwrap_model(transformer)
     if ema is not None:
         ema.to(accelerator.device)
@@ -152,7 +166,9 @@ def run_dit_training(
         write_training_config(output_dir, config_to_dict(config), run_record, accelerator)
         accelerator.init_trackers("aligntok_dit", config=flatten_for_trackers(config_to_dict(config)))
     loss_curve: list[dict[str, float]] = []
-    progress = tqdm(total=training.max_train_steps, initial=global_step, desc="DiT", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=training.max_train_steps, initial=global_step, desc="DiT", disable=not accelerator.is_local_main_process
+    )
     images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
     # Noise, sigmas and label dropout are drawn per global (micro-)batch and sliced to this rank, so N ranks at
     # batch b train exactly what one process at N * b does (see `distributed.py`).
@@ -166,7 +182,11 @@ def run_dit_training(
             break
         dataloader.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(dataloader, batches_to_skip) if epoch == first_epoch and batches_to_skip else dataloader
+        batches = (
+            accelerator.skip_first_batches(dataloader, batches_to_skip)
+            if epoch == first_epoch and batches_to_skip
+            else dataloader
+        )
         for batch in batches:
             with accelerator.accumulate(transformer):
                 # `global_step` (optimiser steps done) switches the sigma density at flow.logit_normal_until_step.
@@ -174,7 +194,9 @@ def run_dit_training(
                     transformer, batch["latents"], batch["label"], config.flow, global_batch, global_step
                 )
                 raise_if_not_finite(accelerator, logs, global_step)
-                backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, optimizer_config.max_grad_norm)
+                backward_and_step(
+                    accelerator, transformer, loss, logs, optimizer, lr_scheduler, optimizer_config.max_grad_norm
+                )
             if not accelerator.sync_gradients:
                 continue
             if ema is not None:
@@ -183,21 +205,39 @@ def run_dit_training(
             progress.update(1)
             if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
                 elapsed, step_started = time.perf_counter() - step_started, time.perf_counter()
-                values = loggable_values(logs, lr_scheduler, **{
-                    "throughput/images_per_second": images_per_step * training.log_every_steps / max(elapsed, 1e-9)})
+                values = loggable_values(
+                    logs,
+                    lr_scheduler,
+                    **{
+                        "throughput/images_per_second": images_per_step * training.log_every_steps / max(elapsed, 1e-9)
+                    },
+                )
                 accelerator.log(values, step=global_step)
                 loss_curve.append({"step": global_step, **values})
                 progress.set_postfix(loss=f"{values['loss/total']:.4f}")
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
-                                synchronized_models={"transformer": transformer})
-            if tokenizer is not None and accelerator.is_main_process and (
-                global_step % training.validation_steps == 0 or global_step == training.max_train_steps
+                save_checkpoint(
+                    accelerator,
+                    checkpoints_dir,
+                    global_step,
+                    training_state,
+                    training.checkpoints_total_limit,
+                    synchronized_models={"transformer": transformer},
+                )
+            if (
+                tokenizer is not None
+                and accelerator.is_main_process
+                and (global_step % training.validation_steps == 0 or global_step == training.max_train_steps)
             ):
                 pipeline = _pipeline(_ema_copy(raw_transformer, ema), tokenizer, config)
                 grid = _save_sample_grid(pipeline, config, output_dir / "validation" / f"step-{global_step:07d}.png")
-                log_validation_images(accelerator, "validation/samples", grid, global_step,
-                                      caption=f"class labels {list(config.validation.class_labels)}")
+                log_validation_images(
+                    accelerator,
+                    "validation/samples",
+                    grid,
+                    global_step,
+                    caption=f"class labels {list(config.validation.class_labels)}",
+                )
             if global_step >= training.max_train_steps:
                 break
     progress.close()

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from diffusers.training_utils import compute_density_for_timestep_sampling
 
-from .dit_config import FlowMatchingConfig
 from .distributed import SINGLE_PROCESS, GlobalBatch
+from .dit_config import FlowMatchingConfig
 
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -97,7 +97,9 @@ def flow_matching_loss(
     drop_labels = label_dropout_mask(model, batch_size, class_labels.device, global_batch)
     noisy = (1 - sigmas) * latents + sigmas * noise
     target = (noise - latents).float()
-    prediction = model(noisy, sigmas.flatten() * NUM_TRAIN_TIMESTEPS, class_labels, force_drop_ids=drop_labels).sample.float()
+    prediction = model(
+        noisy, sigmas.flatten() * NUM_TRAIN_TIMESTEPS, class_labels, force_drop_ids=drop_labels
+    ).sample.float()
     mse = F.mse_loss(prediction, target)
     logs = {"loss/velocity_mse": mse.detach()}
     loss = mse

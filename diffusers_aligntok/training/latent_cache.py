@@ -82,7 +82,9 @@ def per_channel_statistics(shards: list[Path]) -> tuple[list[float], list[float]
             latents = handle.get_tensor("latents").double()
         channel_first = latents.transpose(0, 1).flatten(1)
         total = channel_first.sum(1) if total is None else total + channel_first.sum(1)
-        total_squares = channel_first.pow(2).sum(1) if total_squares is None else total_squares + channel_first.pow(2).sum(1)
+        total_squares = (
+            channel_first.pow(2).sum(1) if total_squares is None else total_squares + channel_first.pow(2).sum(1)
+        )
         count += channel_first.shape[1]
     mean = total / count
     std = (total_squares / count - mean.pow(2)).clamp_min(1e-12).sqrt()
@@ -168,7 +170,10 @@ class CachedLatentDataset(torch.utils.data.Dataset):
         shard_index, row = divmod(int(index), self.shard_size)
         handle = self._handle(shard_index)
         key = "latents"
-        if self.random_flip and torch.rand((), generator=augmentation_generator(self.seed, self.epoch, int(index))) < 0.5:
+        if (
+            self.random_flip
+            and torch.rand((), generator=augmentation_generator(self.seed, self.epoch, int(index))) < 0.5
+        ):
             key = "latents_flipped"
         latents = handle.get_slice(key)[row : row + 1][0]
         return {"latents": self.normalize(latents), "label": self._labels(shard_index)[row]}

@@ -22,7 +22,13 @@ from ..models import AlignedAutoencoderKL
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import ConfigError, StageConfig, config_to_dict
 from .discriminator_handoff import load_discriminator_state, resolve_discriminator_init, save_discriminator_state
-from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable, write_training_config
+from .io_utils import (
+    build_accelerator,
+    flatten_for_trackers,
+    save_pretrained_atomically,
+    to_jsonable,
+    write_training_config,
+)
 from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
 from .step import TokenizerReconstruction, TokenizerTrainingComponents, tokenizer_training_step
 from .validation import log_validation_images, psnr, reconstruct, save_reconstruction_grid
@@ -61,11 +67,11 @@ def run_stage(
     models = build_stage_models(config, stage, output_dir)
     tokenizer = models.tokenizer
     _check_resolution_fits(config, tokenizer)
-    discriminator = (
-        PatchGANDiscriminator(**asdict(loss_config.discriminator)) if loss_config.gan_weight > 0 else None
-    )
+    discriminator = PatchGANDiscriminator(**asdict(loss_config.discriminator)) if loss_config.gan_weight > 0 else None
     # Where the discriminator starts: the previous stage's (weights now, optimiser state after `prepare`) or fresh.
-    discriminator_init_dir = resolve_discriminator_init(config, stage, output_dir) if discriminator is not None else None
+    discriminator_init_dir = (
+        resolve_discriminator_init(config, stage, output_dir) if discriminator is not None else None
+    )
     carried_discriminator = (
         load_discriminator_state(discriminator_init_dir, loss_config.discriminator)
         if discriminator_init_dir is not None
@@ -108,7 +114,12 @@ def run_stage(
         num_training_steps=training.max_train_steps * accelerator.num_processes,
     )
     ema = (
-        EMAModel(tokenizer.parameters(), decay=training.ema_decay, model_cls=AlignedAutoencoderKL, model_config=tokenizer.config)
+        EMAModel(
+            tokenizer.parameters(),
+            decay=training.ema_decay,
+            model_cls=AlignedAutoencoderKL,
+            model_config=tokenizer.config,
+        )
         if training.ema_decay is not None
         else None
     )
@@ -189,10 +200,17 @@ def run_stage(
     last_logs: dict[str, float] = {}
     first_logs: dict[str, float] = {}
     # Reconstruction quality before this run's first step: the baseline the stage's metrics are compared with.
-    psnr_at_start = float(psnr(validation_images, reconstruct(raw_tokenizer, validation_images)).mean()) if accelerator.is_main_process else None
+    psnr_at_start = (
+        float(psnr(validation_images, reconstruct(raw_tokenizer, validation_images)).mean())
+        if accelerator.is_main_process
+        else None
+    )
     images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
     progress = tqdm(
-        total=training.max_train_steps, initial=global_step, desc=f"stage {stage}", disable=not accelerator.is_local_main_process
+        total=training.max_train_steps,
+        initial=global_step,
+        desc=f"stage {stage}",
+        disable=not accelerator.is_local_main_process,
     )
     step_started = time.perf_counter()
 
@@ -205,7 +223,11 @@ def run_stage(
             break
         dataloader.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(dataloader, batches_to_skip) if epoch == first_epoch and batches_to_skip else dataloader
+        batches = (
+            accelerator.skip_first_batches(dataloader, batches_to_skip)
+            if epoch == first_epoch and batches_to_skip
+            else dataloader
+        )
         for batch in batches:
             logs = tokenizer_training_step(components, batch["pixel_values"], global_step)
             num_skipped_images += batch["num_skipped"].sum().to(num_skipped_images.device)
@@ -221,17 +243,29 @@ def run_stage(
                 step_started = time.perf_counter()
                 last_logs = {name: float(value) for name, value in logs.items()}
                 last_logs["lr"] = lr_scheduler.get_last_lr()[0]
-                last_logs["throughput/images_per_second"] = images_per_step * training.log_every_steps / max(elapsed, 1e-9)
+                last_logs["throughput/images_per_second"] = (
+                    images_per_step * training.log_every_steps / max(elapsed, 1e-9)
+                )
                 last_logs["data/skipped_corrupt_images"] = float(accelerator.reduce(num_skipped_images.clone(), "sum"))
                 accelerator.log(last_logs, step=global_step)
                 first_logs = first_logs or dict(last_logs)
-                progress.set_postfix(loss=f"{last_logs['loss/total']:.4f}", img_s=f"{last_logs['throughput/images_per_second']:.1f}")
+                progress.set_postfix(
+                    loss=f"{last_logs['loss/total']:.4f}", img_s=f"{last_logs['throughput/images_per_second']:.1f}"
+                )
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
-                                synchronized_models=synchronized_models)
+                save_checkpoint(
+                    accelerator,
+                    checkpoints_dir,
+                    global_step,
+                    training_state,
+                    training.checkpoints_total_limit,
+                    synchronized_models=synchronized_models,
+                )
             if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
                 if accelerator.is_main_process:
-                    last_logs["validation/psnr"] = _validate(accelerator, raw_tokenizer, ema, validation_images, stage_dir, global_step)
+                    last_logs["validation/psnr"] = _validate(
+                        accelerator, raw_tokenizer, ema, validation_images, stage_dir, global_step
+                    )
                 accelerator.wait_for_everyone()
             if global_step >= training.max_train_steps:
                 break
@@ -242,7 +276,11 @@ def run_stage(
     if discriminator is not None:
         previous_updates = carried_discriminator.num_updates if carried_discriminator is not None else 0
         save_discriminator_state(
-            accelerator, discriminator, discriminator_optimizer, stage_dir / "discriminator", loss_config.discriminator,
+            accelerator,
+            discriminator,
+            discriminator_optimizer,
+            stage_dir / "discriminator",
+            loss_config.discriminator,
             num_updates=previous_updates + _discriminator_updates(reconstruction_loss, global_step),
         )
     metrics: dict[str, Any] = {}
@@ -269,7 +307,9 @@ def run_stage(
         with open(stage_dir / "metrics.json", "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, indent=2)
         if total_skipped:
-            logger.warning(f"Stage {stage}: skipped {total_skipped} corrupt or unreadable images (see warnings above).")
+            logger.warning(
+                f"Stage {stage}: skipped {total_skipped} corrupt or unreadable images (see warnings above)."
+            )
     accelerator.wait_for_everyone()
     for tracker in accelerator.trackers:
         tracker.finish()
@@ -327,8 +367,13 @@ def _validate(accelerator, tokenizer, ema, images, stage_dir: Path, global_step:
     value = float(psnr(images, reconstructions).mean())
     grid = save_reconstruction_grid(images, reconstructions, stage_dir / "validation" / f"step-{global_step:07d}.png")
     accelerator.log({"validation/psnr": value}, step=global_step)
-    log_validation_images(accelerator, "validation/reconstructions", grid, global_step,
-                          caption=f"originals above reconstructions, PSNR {value:.2f} dB")
+    log_validation_images(
+        accelerator,
+        "validation/reconstructions",
+        grid,
+        global_step,
+        caption=f"originals above reconstructions, PSNR {value:.2f} dB",
+    )
     return value
 
 
@@ -373,4 +418,3 @@ def _register_checkpoint_hooks(accelerator: Accelerator) -> None:
 
 def _has_lora(model: AlignedAutoencoderKL) -> bool:
     return getattr(model, "_hf_peft_config_loaded", False)
-

@@ -164,8 +164,15 @@ def raise_if_not_finite(accelerator: Accelerator, logs: dict[str, torch.Tensor],
         )
 
 
-def backward_and_step(accelerator: Accelerator, model: torch.nn.Module, loss: torch.Tensor, logs: dict[str, torch.Tensor],
-                      optimizer, lr_scheduler, max_grad_norm: float) -> None:
+def backward_and_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loss: torch.Tensor,
+    logs: dict[str, torch.Tensor],
+    optimizer,
+    lr_scheduler,
+    max_grad_norm: float,
+) -> None:
     """The denoiser update inside `accelerator.accumulate`: backward, clip (logging the norm) on sync steps, step."""
     accelerator.backward(loss)
     if accelerator.sync_gradients:

@@ -33,20 +33,31 @@ EMPTY_CAPTION_FILE = "empty_caption.safetensors"
 CACHE_VERSION = 1
 
 
-def cache_identity(vae: torch.nn.Module, vae_path: str, text_encoders, dataset: TextImageDataset,
-                   vae_fingerprint: str | None = None) -> dict[str, Any]:
+def cache_identity(
+    vae: torch.nn.Module, vae_path: str, text_encoders, dataset: TextImageDataset, vae_fingerprint: str | None = None
+) -> dict[str, Any]:
     """What a cache must agree with to be reused: the VAE weights, the text conditioning and the scanned data."""
     return {
         "version": CACHE_VERSION,
-        "vae": {"path": vae_path, "class": type(vae).__name__, "fingerprint": vae_fingerprint or tokenizer_fingerprint(vae)},
+        "vae": {
+            "path": vae_path,
+            "class": type(vae).__name__,
+            "fingerprint": vae_fingerprint or tokenizer_fingerprint(vae),
+        },
         "text_encoders": {"path": text_encoders.path, "max_sequence_length": text_encoders.max_sequence_length},
-        "data": {"source": dataset.source_description, "buckets": [str(b) for b in dataset.buckets], "num_items": len(dataset)},
+        "data": {
+            "source": dataset.source_description,
+            "buckets": [str(b) for b in dataset.buckets],
+            "num_items": len(dataset),
+        },
     }
 
 
 def check_cache_identity(cache_dir: Path, identity: dict[str, Any]) -> None:
     cached = {key: read_metadata(cache_dir).get(key) for key in identity}
-    differences = [f"{key}: cache {cached[key]} vs now {identity[key]}" for key in identity if cached[key] != identity[key]]
+    differences = [
+        f"{key}: cache {cached[key]} vs now {identity[key]}" for key in identity if cached[key] != identity[key]
+    ]
     if differences:
         raise ValueError(
             f"The cache in {cache_dir} was built for other inputs ({'; '.join(differences)}). Point data.cache_dir at a "
@@ -56,8 +67,15 @@ def check_cache_identity(cache_dir: Path, identity: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def build_t2i_cache(
-    cache_dir: str | Path, dataset: TextImageDataset, vae, vae_path: str, text_encoders, accelerator,
-    shard_size: int = 256, batch_size: int = 16, vae_fingerprint: str | None = None,
+    cache_dir: str | Path,
+    dataset: TextImageDataset,
+    vae,
+    vae_path: str,
+    text_encoders,
+    accelerator,
+    shard_size: int = 256,
+    batch_size: int = 16,
+    vae_fingerprint: str | None = None,
 ) -> Path:
     """Encodes every item of `dataset` into `cache_dir` (only the missing shards); all processes must call it."""
     cache_dir = Path(cache_dir)
@@ -71,8 +89,10 @@ def build_t2i_cache(
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_metadata(cache_dir, {**identity, "complete": False})
         empty, empty_pooled = text_encoders.encode([""])
-        save_file({"prompt_embeds": empty[0].cpu().contiguous(), "pooled_prompt_embeds": empty_pooled[0].cpu().contiguous()},
-                  str(cache_dir / EMPTY_CAPTION_FILE))
+        save_file(
+            {"prompt_embeds": empty[0].cpu().contiguous(), "pooled_prompt_embeds": empty_pooled[0].cpu().contiguous()},
+            str(cache_dir / EMPTY_CAPTION_FILE),
+        )
     accelerator.wait_for_everyone()
 
     num_shards = -(-len(dataset) // shard_size)
@@ -87,7 +107,7 @@ def build_t2i_cache(
             by_bucket.setdefault(dataset.bucket_of[index], []).append(index)
         for members in by_bucket.values():
             for start in range(0, len(members), batch_size):
-                chunk = members[start:start + batch_size]
+                chunk = members[start : start + batch_size]
                 batch = collate_text_image_batch([dataset[i] for i in chunk])
                 counts[0] += batch["num_skipped"]
                 truncated = text_encoders.count_truncated(batch["caption"])
@@ -107,16 +127,19 @@ def build_t2i_cache(
     counts = accelerator.reduce(counts, reduction="sum")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_metadata(cache_dir, {
-            **identity,
-            "complete": True,
-            "shard_size": shard_size,
-            "bucket_of": list(dataset.bucket_of),
-            "skipped_at_scan": dataset.skipped,
-            # Counted over the shards written by this call (a resumed caching run counts only its own shards).
-            "skipped_unreadable_while_caching": int(counts[0]),
-            "truncated_captions": {"clip": int(counts[1]), "t5": int(counts[2])},
-        })
+        write_metadata(
+            cache_dir,
+            {
+                **identity,
+                "complete": True,
+                "shard_size": shard_size,
+                "bucket_of": list(dataset.bucket_of),
+                "skipped_at_scan": dataset.skipped,
+                # Counted over the shards written by this call (a resumed caching run counts only its own shards).
+                "skipped_unreadable_while_caching": int(counts[0]),
+                "truncated_captions": {"clip": int(counts[1]), "t5": int(counts[2])},
+            },
+        )
     accelerator.wait_for_everyone()
     return cache_dir
 
@@ -128,11 +151,16 @@ class CachedTextImageDataset(torch.utils.data.Dataset):
         self.cache_dir = Path(cache_dir)
         self.metadata = read_metadata(cache_dir)
         if not self.metadata.get("complete"):
-            raise FileNotFoundError(f"The text-to-image cache {cache_dir} is incomplete; run training again to finish it.")
+            raise FileNotFoundError(
+                f"The text-to-image cache {cache_dir} is incomplete; run training again to finish it."
+            )
         self.shard_size = int(self.metadata["shard_size"])
         self.bucket_of = list(self.metadata["bucket_of"])
         empty = load_file(str(self.cache_dir / EMPTY_CAPTION_FILE))
-        self.empty_prompt_embeds, self.empty_pooled_prompt_embeds = empty["prompt_embeds"], empty["pooled_prompt_embeds"]
+        self.empty_prompt_embeds, self.empty_pooled_prompt_embeds = (
+            empty["prompt_embeds"],
+            empty["pooled_prompt_embeds"],
+        )
         self._handles: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -143,7 +171,10 @@ class CachedTextImageDataset(torch.utils.data.Dataset):
         if shard not in self._handles:
             self._handles[shard] = safe_open(str(shard_path(self.cache_dir, shard)), framework="pt")
         handle = self._handles[shard]
-        item = {name: handle.get_tensor(f"{index}.{name}") for name in ("latent_mean", "prompt_embeds", "pooled_prompt_embeds")}
+        item = {
+            name: handle.get_tensor(f"{index}.{name}")
+            for name in ("latent_mean", "prompt_embeds", "pooled_prompt_embeds")
+        }
         if f"{index}.latent_std" in handle.keys():
             item["latent_std"] = handle.get_tensor(f"{index}.latent_std")
         return item

@@ -45,7 +45,9 @@ def load_vae(path: str, subfolder: str | None = None) -> torch.nn.Module:
             "directory or a diffusers AutoencoderKL (for the FLUX VAE: black-forest-labs/FLUX.1-dev with subfolder 'vae')."
         )
     vae = vae_class.from_pretrained(path, subfolder=subfolder).eval().requires_grad_(False)
-    if not isinstance(vae.config.get("shift_factor"), (int, float)) or not isinstance(vae.config.get("scaling_factor"), (int, float)):
+    if not isinstance(vae.config.get("shift_factor"), (int, float)) or not isinstance(
+        vae.config.get("scaling_factor"), (int, float)
+    ):
         raise ValueError(
             f"The VAE at {path} has scaling_factor={vae.config.get('scaling_factor')!r} and shift_factor="
             f"{vae.config.get('shift_factor')!r}; FluxPipeline needs both as floats. For an AlignTok tokenizer run "
@@ -80,7 +82,13 @@ class FluxTextEncoders:
     transformer at inference. `count_truncated` says how many captions each tokenizer cuts.
     """
 
-    def __init__(self, path: str, max_sequence_length: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        path: str,
+        max_sequence_length: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
 
         self.path = path
@@ -88,7 +96,10 @@ class FluxTextEncoders:
         if path == TINY_RANDOM_TEXT_ENCODERS:
             from .. import testing_utils
 
-            self.tokenizer, self.tokenizer_2 = testing_utils.build_tiny_clip_tokenizer(), testing_utils.build_tiny_t5_tokenizer()
+            self.tokenizer, self.tokenizer_2 = (
+                testing_utils.build_tiny_clip_tokenizer(),
+                testing_utils.build_tiny_t5_tokenizer(),
+            )
             self.text_encoder = testing_utils.build_tiny_clip_text_encoder().to(dtype)
             self.text_encoder_2 = testing_utils.build_tiny_t5_encoder().to(dtype)
         else:
@@ -99,8 +110,13 @@ class FluxTextEncoders:
         for encoder in (self.text_encoder, self.text_encoder_2):
             encoder.requires_grad_(False).eval().to(device)
         self._pipeline = FluxPipeline(
-            scheduler=None, vae=None, transformer=None, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
+            scheduler=None,
+            vae=None,
+            transformer=None,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=self.tokenizer_2,
         )
 
     @property
@@ -120,7 +136,10 @@ class FluxTextEncoders:
         flux_logger.setLevel(logging.ERROR)
         try:
             prompt_embeds, pooled, _ = self._pipeline.encode_prompt(
-                prompt=list(captions), prompt_2=None, device=self.text_encoder.device, max_sequence_length=self.max_sequence_length
+                prompt=list(captions),
+                prompt_2=None,
+                device=self.text_encoder.device,
+                max_sequence_length=self.max_sequence_length,
             )
         finally:
             flux_logger.setLevel(level)
@@ -145,7 +164,9 @@ class FluxTextEncoders:
         }
 
 
-def transformer_kwargs(config: T2IConfig, latent_channels: int, patch_size: int, joint_attention_dim: int, pooled_projection_dim: int) -> dict:
+def transformer_kwargs(
+    config: T2IConfig, latent_channels: int, patch_size: int, joint_attention_dim: int, pooled_projection_dim: int
+) -> dict:
     """FluxTransformer2DModel arguments: the preset, the config's overrides, and the widths that follow the VAE and
     the text encoders."""
     return {
@@ -158,7 +179,9 @@ def transformer_kwargs(config: T2IConfig, latent_channels: int, patch_size: int,
     }
 
 
-def build_transformer(config: T2IConfig, vae: torch.nn.Module, joint_attention_dim: int, pooled_projection_dim: int) -> FluxTransformer2DModel:
+def build_transformer(
+    config: T2IConfig, vae: torch.nn.Module, joint_attention_dim: int, pooled_projection_dim: int
+) -> FluxTransformer2DModel:
     """The FLUX transformer for this VAE and these text encoders (or the one in `model.init_transformer_from`)."""
     patch = patch_size_for(vae, config.model.pixels_per_token)
     kwargs = transformer_kwargs(config, vae.config.latent_channels, patch, joint_attention_dim, pooled_projection_dim)
@@ -169,7 +192,9 @@ def build_transformer(config: T2IConfig, vae: torch.nn.Module, joint_attention_d
     return FluxTransformer2DModel(**kwargs)
 
 
-def check_transformer_fits(transformer: FluxTransformer2DModel, vae: torch.nn.Module, expected_patch: int | None = None) -> int:
+def check_transformer_fits(
+    transformer: FluxTransformer2DModel, vae: torch.nn.Module, expected_patch: int | None = None
+) -> int:
     """Refuses a transformer whose `in_channels` does not fit the VAE's latent channels (before any training)."""
     patch = latent_patch_size(transformer.config.in_channels, vae.config.latent_channels)
     if expected_patch is not None and patch != expected_patch:

@@ -135,25 +135,42 @@ def load_t2i_config(path: str | Path, overrides: dict[str, Any] | None = None) -
 def _check_values(config: T2IConfig, where: str) -> None:
     model, data, training = config.model, config.data, config.training
     if model.transformer_preset not in FLUX_TRANSFORMER_PRESETS:
-        raise ConfigError(f"{where}: model.transformer_preset must be one of {sorted(FLUX_TRANSFORMER_PRESETS)}, got {model.transformer_preset!r}.")
-    derived = {"in_channels", "out_channels", "joint_attention_dim", "pooled_projection_dim"} & set(model.transformer_overrides)
+        raise ConfigError(
+            f"{where}: model.transformer_preset must be one of {sorted(FLUX_TRANSFORMER_PRESETS)}, got {model.transformer_preset!r}."
+        )
+    derived = {"in_channels", "out_channels", "joint_attention_dim", "pooled_projection_dim"} & set(
+        model.transformer_overrides
+    )
     if derived:
-        raise ConfigError(f"{where}: model.transformer_overrides sets {sorted(derived)}, which follow the VAE and the text encoders; remove them.")
+        raise ConfigError(
+            f"{where}: model.transformer_overrides sets {sorted(derived)}, which follow the VAE and the text encoders; remove them."
+        )
     if not model.vae:
         raise ConfigError(f"{where}: model.vae is required (or pass --vae): an AlignedAutoencoderKL or AutoencoderKL.")
     checks = [
-        (training.mixed_precision in ("no", "bf16"), "training.mixed_precision must be 'no' or 'bf16' (fp16 overflows MMDiT training)"),
-        (training.train_batch_size > 0 and training.max_train_steps > 0, "training.train_batch_size and max_train_steps must be positive"),
+        (
+            training.mixed_precision in ("no", "bf16"),
+            "training.mixed_precision must be 'no' or 'bf16' (fp16 overflows MMDiT training)",
+        ),
+        (
+            training.train_batch_size > 0 and training.max_train_steps > 0,
+            "training.train_batch_size and max_train_steps must be positive",
+        ),
         (training.gradient_accumulation_steps > 0, "training.gradient_accumulation_steps must be positive"),
-        (training.checkpointing_steps > 0 and training.validation_steps > 0, "training.checkpointing_steps and validation_steps must be positive"),
+        (
+            training.checkpointing_steps > 0 and training.validation_steps > 0,
+            "training.checkpointing_steps and validation_steps must be positive",
+        ),
         (training.ema_decay is None or 0 < training.ema_decay < 1, "training.ema_decay must be in (0, 1) or null"),
         (config.optimizer.learning_rate > 0, "optimizer.learning_rate must be positive"),
         (0 <= data.caption_dropout_prob < 1, "data.caption_dropout_prob must be in [0, 1)"),
         (data.max_upscale >= 1, "data.max_upscale must be >= 1 (1: never upscale)"),
         (data.aspect_ratios, "data.aspect_ratios must list at least one 'width:height'"),
         (0 < model.max_sequence_length <= 512, "model.max_sequence_length must be in 1..512 (T5's limit in FLUX)"),
-        (data.resolution > 0 and data.resolution % model.pixels_per_token == 0,
-         f"data.resolution must be a positive multiple of model.pixels_per_token ({model.pixels_per_token})"),
+        (
+            data.resolution > 0 and data.resolution % model.pixels_per_token == 0,
+            f"data.resolution must be a positive multiple of model.pixels_per_token ({model.pixels_per_token})",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -33,11 +33,24 @@ from ..pipelines.pipeline_aligntok_flux import AlignTokFluxPipeline, latent_imag
 from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
 from .config import config_to_dict
 from .distributed import SINGLE_PROCESS, GlobalBatch
-from .io_utils import build_accelerator, flatten_for_trackers, save_pretrained_atomically, to_jsonable, write_training_config
+from .io_utils import (
+    build_accelerator,
+    flatten_for_trackers,
+    save_pretrained_atomically,
+    to_jsonable,
+    write_training_config,
+)
 from .latent_cache import tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .t2i_cache import CachedTextImageDataset, build_t2i_cache, collate_cached_batch
-from .t2i_components import FluxTextEncoders, build_transformer, check_transformer_fits, load_vae, normalize_latents, patch_size_for
+from .t2i_components import (
+    FluxTextEncoders,
+    build_transformer,
+    check_transformer_fits,
+    load_vae,
+    normalize_latents,
+    patch_size_for,
+)
 from .t2i_config import T2IConfig, T2IFlowConfig
 from .validation import image_grid, log_validation_images, save_grid
 
@@ -57,20 +70,30 @@ def sample_flux_sigmas(
     """
     sigmas = global_batch.draw(
         lambda size: compute_density_for_timestep_sampling(
-            weighting_scheme=config.timestep_sampling, batch_size=size, logit_mean=config.logit_mean,
-            logit_std=config.logit_std, mode_scale=1.29,
+            weighting_scheme=config.timestep_sampling,
+            batch_size=size,
+            logit_mean=config.logit_mean,
+            logit_std=config.logit_std,
+            mode_scale=1.29,
         ),
         batch_size,
     ).to(device)
     if config.resolution_dependent_shift:
-        mu = calculate_shift(image_seq_len, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift)
+        mu = calculate_shift(
+            image_seq_len, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift
+        )
         sigmas = math.exp(mu) / (math.exp(mu) + (1 / sigmas.clamp_min(1e-6) - 1))
     return sigmas
 
 
 def flux_flow_matching_loss(
-    transformer: torch.nn.Module, latents: torch.Tensor, prompt_embeds: torch.Tensor, pooled_prompt_embeds: torch.Tensor,
-    patch_size: int, config: T2IFlowConfig, global_batch: GlobalBatch = SINGLE_PROCESS,
+    transformer: torch.nn.Module,
+    latents: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    pooled_prompt_embeds: torch.Tensor,
+    patch_size: int,
+    config: T2IFlowConfig,
+    global_batch: GlobalBatch = SINGLE_PROCESS,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Velocity MSE of the FLUX transformer on normalised `(B, C, h, w)` latents, in float32.
 
@@ -98,8 +121,14 @@ def flux_flow_matching_loss(
     return mse, {"loss/velocity_mse": mse.detach(), "loss/total": mse.detach()}
 
 
-def drop_captions(prompt_embeds, pooled, empty_prompt_embeds, empty_pooled, probability: float,
-                  global_batch: GlobalBatch = SINGLE_PROCESS):
+def drop_captions(
+    prompt_embeds,
+    pooled,
+    empty_prompt_embeds,
+    empty_pooled,
+    probability: float,
+    global_batch: GlobalBatch = SINGLE_PROCESS,
+):
     """Caption dropout for CFG: each sample's conditioning becomes the empty caption's with `probability`.
 
     The mask is this rank's rows (`global_batch`) of a draw for the step's global batch.
@@ -115,8 +144,12 @@ def drop_captions(prompt_embeds, pooled, empty_prompt_embeds, empty_pooled, prob
 def build_scheduler(config: T2IFlowConfig) -> FlowMatchEulerDiscreteScheduler:
     """The sampling scheduler with the training's shift settings (saved with the pipeline)."""
     return FlowMatchEulerDiscreteScheduler(
-        shift=1.0, use_dynamic_shifting=config.resolution_dependent_shift, base_shift=config.base_shift,
-        max_shift=config.max_shift, base_image_seq_len=config.base_image_seq_len, max_image_seq_len=config.max_image_seq_len,
+        shift=1.0,
+        use_dynamic_shifting=config.resolution_dependent_shift,
+        base_shift=config.base_shift,
+        max_shift=config.max_shift,
+        base_image_seq_len=config.base_image_seq_len,
+        max_image_seq_len=config.max_image_seq_len,
     )
 
 
@@ -140,26 +173,48 @@ def run_t2i_training(
     # ---- frozen models, the transformer that fits them, the data: everything that can be wrong fails here ----
     vae = load_vae(model_config.vae, model_config.vae_subfolder).to(accelerator.device)
     patch = patch_size_for(vae, model_config.pixels_per_token)
-    text_encoders = FluxTextEncoders(model_config.text_encoders, model_config.max_sequence_length, accelerator.device, weight_dtype)
-    transformer = build_transformer(config, vae, text_encoders.joint_attention_dim, text_encoders.pooled_projection_dim)
+    text_encoders = FluxTextEncoders(
+        model_config.text_encoders, model_config.max_sequence_length, accelerator.device, weight_dtype
+    )
+    transformer = build_transformer(
+        config, vae, text_encoders.joint_attention_dim, text_encoders.pooled_projection_dim
+    )
     check_transformer_fits(transformer, vae, patch)
     buckets = make_buckets(data_config.resolution, data_config.aspect_ratios, model_config.pixels_per_token)
     dataset = build_text_image_dataset(data_config, buckets)
-    logger.info(f"{dataset.source_description}: {len(dataset)} usable pairs in buckets {dataset.bucket_counts()}; skipped {dataset.skipped}")
+    logger.info(
+        f"{dataset.source_description}: {len(dataset)} usable pairs in buckets {dataset.bucket_counts()}; skipped {dataset.skipped}"
+    )
     vae_fingerprint = tokenizer_fingerprint(vae)  # hashes every weight: once, for the cache and the checkpoints
     if data_config.cache_dir:
-        build_t2i_cache(data_config.cache_dir, dataset, vae, model_config.vae, text_encoders, accelerator,
-                        batch_size=training.train_batch_size, vae_fingerprint=vae_fingerprint)
+        build_t2i_cache(
+            data_config.cache_dir,
+            dataset,
+            vae,
+            model_config.vae,
+            text_encoders,
+            accelerator,
+            batch_size=training.train_batch_size,
+            vae_fingerprint=vae_fingerprint,
+        )
         train_data = CachedTextImageDataset(data_config.cache_dir)
         empty_embeds, empty_pooled = train_data.empty_prompt_embeds, train_data.empty_pooled_prompt_embeds
         collate = collate_cached_batch
     else:
         train_data, collate = dataset, collate_text_image_batch
         empty_embeds, empty_pooled = (tensor[0] for tensor in text_encoders.encode([""]))
-    sampler = BucketBatchSampler(dataset.bucket_of, training.train_batch_size, seed=training.seed,
-                                 num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+    sampler = BucketBatchSampler(
+        dataset.bucket_of,
+        training.train_batch_size,
+        seed=training.seed,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+    )
     dataloader = torch.utils.data.DataLoader(
-        train_data, batch_sampler=sampler, collate_fn=collate, num_workers=data_config.dataloader_num_workers,
+        train_data,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=data_config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(training.seed),  # iterator creation must not draw from the global RNG
     )
 
@@ -167,11 +222,15 @@ def run_t2i_training(
         transformer.enable_gradient_checkpointing()
     transformer.train()
     optimizer = torch.optim.AdamW(
-        transformer.parameters(), lr=config.optimizer.learning_rate, betas=(config.optimizer.adam_beta1, config.optimizer.adam_beta2),
-        eps=config.optimizer.adam_epsilon, weight_decay=config.optimizer.weight_decay,
+        transformer.parameters(),
+        lr=config.optimizer.learning_rate,
+        betas=(config.optimizer.adam_beta1, config.optimizer.adam_beta2),
+        eps=config.optimizer.adam_epsilon,
+        weight_decay=config.optimizer.weight_decay,
     )
     lr_scheduler = get_scheduler(
-        config.optimizer.lr_scheduler, optimizer=optimizer,
+        config.optimizer.lr_scheduler,
+        optimizer=optimizer,
         num_warmup_steps=config.optimizer.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=training.max_train_steps * accelerator.num_processes,
     )
@@ -194,7 +253,11 @@ def run_t2i_training(
     training_state = {
         "model_config": to_jsonable(dict(raw_transformer.config)),
         "vae_fingerprint": vae_fingerprint,
-        "data": {"source": dataset.source_description, "buckets": [str(b) for b in buckets], "num_items": len(dataset)},
+        "data": {
+            "source": dataset.source_description,
+            "buckets": [str(b) for b in buckets],
+            "num_items": len(dataset),
+        },
         "num_processes": accelerator.num_processes,
     }
     global_step = 0
@@ -203,7 +266,9 @@ def run_t2i_training(
         global_step = check_resume_compatible(resume_path, training_state)["global_step"]
         accelerator.load_state(str(resume_path))
         if save_ema_shard is not None:
-            ema.load_state_dict(torch.load(resume_path / f"ema_rank{accelerator.process_index}.pt", weights_only=False))
+            ema.load_state_dict(
+                torch.load(resume_path / f"ema_rank{accelerator.process_index}.pt", weights_only=False)
+            )
         logger.info(f"Resumed text-to-image training from {resume_path} at step {global_step}")
     steps_per_epoch = max(1, len(sampler) // training.gradient_accumulation_steps)
 
@@ -213,7 +278,9 @@ def run_t2i_training(
     counters = {"skipped_unreadable": 0, "truncated_clip": 0, "truncated_t5": 0}
     loss_curve: list[dict[str, float]] = []
     latent_std: float | None = None
-    progress = tqdm(total=training.max_train_steps, initial=global_step, desc="T2I", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=training.max_train_steps, initial=global_step, desc="T2I", disable=not accelerator.is_local_main_process
+    )
     step_started = time.perf_counter()
     # Every draw of a micro-batch is made for its global micro-batch of N * b and sliced to this rank (distributed.py).
     global_batch = GlobalBatch.of(accelerator)
@@ -231,14 +298,20 @@ def run_t2i_training(
                 break
             with accelerator.accumulate(transformer):
                 latents, prompt_embeds, pooled = _conditioning(
-                    batch, vae, text_encoders, accelerator.device, weight_dtype, counters, global_batch)
+                    batch, vae, text_encoders, accelerator.device, weight_dtype, counters, global_batch
+                )
                 if latent_std is None:
                     latent_std = _check_latent_scale(latents, vae)
                 prompt_embeds, pooled = drop_captions(
-                    prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob, global_batch)
-                loss, logs = flux_flow_matching_loss(transformer, latents, prompt_embeds, pooled, patch, config.flow, global_batch)
+                    prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob, global_batch
+                )
+                loss, logs = flux_flow_matching_loss(
+                    transformer, latents, prompt_embeds, pooled, patch, config.flow, global_batch
+                )
                 raise_if_not_finite(accelerator, logs, global_step)
-                backward_and_step(accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm)
+                backward_and_step(
+                    accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm
+                )
             if not accelerator.sync_gradients:
                 continue
             if ema is not None:
@@ -247,19 +320,37 @@ def run_t2i_training(
             progress.update(1)
             if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
                 elapsed, step_started = time.perf_counter() - step_started, time.perf_counter()
-                values = loggable_values(logs, lr_scheduler, **{
-                    "throughput/steps_per_second": training.log_every_steps / max(elapsed, 1e-9),
-                    **{f"data/{name}": float(count) for name, count in counters.items()}})
+                values = loggable_values(
+                    logs,
+                    lr_scheduler,
+                    **{
+                        "throughput/steps_per_second": training.log_every_steps / max(elapsed, 1e-9),
+                        **{f"data/{name}": float(count) for name, count in counters.items()},
+                    },
+                )
                 accelerator.log(values, step=global_step)
                 loss_curve.append({"step": global_step, **values})
                 progress.set_postfix(loss=f"{values['loss/total']:.4f}")
             if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(accelerator, checkpoints_dir, global_step, training_state, training.checkpoints_total_limit,
-                                extra_save=save_ema_shard, synchronized_models={"transformer": transformer})
+                save_checkpoint(
+                    accelerator,
+                    checkpoints_dir,
+                    global_step,
+                    training_state,
+                    training.checkpoints_total_limit,
+                    extra_save=save_ema_shard,
+                    synchronized_models={"transformer": transformer},
+                )
             if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
                 with _ema_weights(ema, raw_transformer):
-                    _save_validation_grid(_pipeline(raw_transformer, vae, text_encoders, config), config, buckets, accelerator,
-                                          output_dir / "validation" / f"step-{global_step:07d}.png", global_step)
+                    _save_validation_grid(
+                        _pipeline(raw_transformer, vae, text_encoders, config),
+                        config,
+                        buckets,
+                        accelerator,
+                        output_dir / "validation" / f"step-{global_step:07d}.png",
+                        global_step,
+                    )
             if global_step >= training.max_train_steps:
                 break
     progress.close()
@@ -279,7 +370,10 @@ def run_t2i_training(
             "loss_curve": loss_curve,
             "num_parameters": sum(p.numel() for p in final.parameters()),
             "latent_patch_size": patch,
-            "image_tokens_per_bucket": {str(b): (b.width // model_config.pixels_per_token) * (b.height // model_config.pixels_per_token) for b in buckets},
+            "image_tokens_per_bucket": {
+                str(b): (b.width // model_config.pixels_per_token) * (b.height // model_config.pixels_per_token)
+                for b in buckets
+            },
             "bucket_counts": dataset.bucket_counts(),
             "skipped_at_scan": dataset.skipped,
             "counters_this_run": counters,
@@ -293,7 +387,9 @@ def run_t2i_training(
     return metrics
 
 
-def _conditioning(batch, vae, text_encoders, device, weight_dtype, counters, global_batch: GlobalBatch = SINGLE_PROCESS):
+def _conditioning(
+    batch, vae, text_encoders, device, weight_dtype, counters, global_batch: GlobalBatch = SINGLE_PROCESS
+):
     """Normalised latents and text embeddings of a batch, from the cache or encoded now with the frozen models.
 
     A stochastic VAE's posterior sample uses noise cut from a global-batch draw (`global_batch`).
@@ -306,7 +402,9 @@ def _conditioning(batch, vae, text_encoders, device, weight_dtype, counters, glo
         prompt_embeds, pooled = batch["prompt_embeds"].to(device), batch["pooled_prompt_embeds"].to(device)
     else:
         with torch.no_grad():
-            latents = _sample_posterior(vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist, global_batch)
+            latents = _sample_posterior(
+                vae.encode(batch["pixel_values"].to(device, vae.dtype)).latent_dist, global_batch
+            )
             prompt_embeds, pooled = text_encoders.encode(batch["caption"])
         truncated = text_encoders.count_truncated(batch["caption"])
         counters["truncated_clip"] += truncated["clip"]
@@ -364,11 +462,17 @@ def _ema_shard_saver(ema: EMAModel, accelerator):
 
 def _pipeline(transformer, vae, text_encoders, config: T2IConfig) -> FluxPipeline:
     """`FluxPipeline` for patch-2 packing (the stock pipeline runs it as is), else `AlignTokFluxPipeline`."""
-    pipeline_class = FluxPipeline if transformer.config.in_channels == 4 * vae.config.latent_channels else AlignTokFluxPipeline
+    pipeline_class = (
+        FluxPipeline if transformer.config.in_channels == 4 * vae.config.latent_channels else AlignTokFluxPipeline
+    )
     return pipeline_class(
-        scheduler=build_scheduler(config.flow), vae=vae, transformer=transformer,
-        text_encoder=text_encoders.text_encoder, tokenizer=text_encoders.tokenizer,
-        text_encoder_2=text_encoders.text_encoder_2, tokenizer_2=text_encoders.tokenizer_2,
+        scheduler=build_scheduler(config.flow),
+        vae=vae,
+        transformer=transformer,
+        text_encoder=text_encoders.text_encoder,
+        tokenizer=text_encoders.tokenizer,
+        text_encoder_2=text_encoders.text_encoder_2,
+        tokenizer_2=text_encoders.tokenizer_2,
     )
 
 
@@ -379,15 +483,22 @@ def _save_validation_grid(pipeline, config: T2IConfig, buckets, accelerator, pat
     validation = config.validation
     was_training = pipeline.transformer.training
     pipeline.transformer.eval()
-    guidance = {"true_cfg_scale": validation.guidance_scale, "negative_prompt": ""} if validation.guidance_scale > 1 else {}
+    guidance = (
+        {"true_cfg_scale": validation.guidance_scale, "negative_prompt": ""} if validation.guidance_scale > 1 else {}
+    )
     rows = []
     for index, prompt in enumerate(validation.prompts):
         bucket = buckets[index % len(buckets)]
         with accelerator.autocast():
             image = pipeline(
-                prompt=prompt, height=bucket.height, width=bucket.width, num_inference_steps=validation.num_inference_steps,
-                max_sequence_length=config.model.max_sequence_length, generator=torch.Generator().manual_seed(validation.seed + index),
-                output_type="pt", **guidance,
+                prompt=prompt,
+                height=bucket.height,
+                width=bucket.width,
+                num_inference_steps=validation.num_inference_steps,
+                max_sequence_length=config.model.max_sequence_length,
+                generator=torch.Generator().manual_seed(validation.seed + index),
+                output_type="pt",
+                **guidance,
             ).images
         rows.append(image.float() * 2 - 1)
     pipeline.transformer.train(was_training)
@@ -396,5 +507,6 @@ def _save_validation_grid(pipeline, config: T2IConfig, buckets, accelerator, pat
         height, width = max(r.shape[-2] for r in rows), max(r.shape[-1] for r in rows)
         padded = [F.pad(r, (0, width - r.shape[-1], 0, height - r.shape[-2]), value=1.0) for r in rows]
         grid = save_grid(image_grid([torch.cat(padded)]), path)
-        log_validation_images(accelerator, "validation/samples", grid, global_step, caption=" | ".join(validation.prompts))
-
+        log_validation_images(
+            accelerator, "validation/samples", grid, global_step, caption=" | ".join(validation.prompts)
+        )

@@ -14,11 +14,14 @@ logger = logging.getLogger(__name__)
 # Trackers already told (once per process) that they get no images.
 _TRACKERS_WITHOUT_IMAGES: set[str] = set()
 
+
 @torch.no_grad()
 def reconstruct(tokenizer: AlignedAutoencoderKL, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
     was_training = tokenizer.training
     tokenizer.eval()
-    outputs = [tokenizer(batch.to(tokenizer.device)).sample.float().clamp(-1, 1).cpu() for batch in images.split(batch_size)]
+    outputs = [
+        tokenizer(batch.to(tokenizer.device)).sample.float().clamp(-1, 1).cpu() for batch in images.split(batch_size)
+    ]
     tokenizer.train(was_training)
     return torch.cat(outputs)
 

@@ -285,7 +285,12 @@ class LightningDiTBlock(nn.Module):
             self.norm2 = RMSNorm(hidden_size)
 
         self.attn = Attention(
-            hidden_size, num_heads=num_heads, qkv_bias=True, qk_norm=use_qknorm, use_rmsnorm=use_rmsnorm, **block_kwargs
+            hidden_size,
+            num_heads=num_heads,
+            qkv_bias=True,
+            qk_norm=use_qknorm,
+            use_rmsnorm=use_rmsnorm,
+            **block_kwargs,
         )
 
         mlp_hidden_dim = int(hidden_size * mlp_ratio)
@@ -632,10 +637,10 @@ def inference_py_sample(
         z = torch.cat([z, z], 0)
         y_null = torch.tensor([1000] * n, device=z.device)  # hard-coded in inference.py: ImageNet's null class
         y = torch.cat([y, y_null], 0)
-        model_kwargs = dict(y=y, cfg_scale=cfg_scale, cfg_interval=True, cfg_interval_start=cfg_interval_start)
+        model_kwargs = {"y": y, "cfg_scale": cfg_scale, "cfg_interval": True, "cfg_interval_start": cfg_interval_start}
         model_fn = model.forward_with_cfg
     else:
-        model_kwargs = dict(y=y)
+        model_kwargs = {"y": y}
         model_fn = model.forward
 
     with torch.no_grad():

@@ -183,7 +183,10 @@ def test_train_py_checkpoint_converts_its_ema_weights(tmp_path):
     # Without "ema" the online weights are taken.
     torch.save({"model": online.state_dict()}, tmp_path / "model_only.pt")
     converted = convert_lightningdit_checkpoint(
-        tmp_path / "model_only.pt", TINY_ARCHITECTURE, in_channels=TINY_CHANNELS, num_classes=TINY_NUM_CLASSES,
+        tmp_path / "model_only.pt",
+        TINY_ARCHITECTURE,
+        in_channels=TINY_CHANNELS,
+        num_classes=TINY_NUM_CLASSES,
         input_size=TINY_INPUT_SIZE,
     )
     assert_matches_reference(converted, online)
@@ -194,7 +197,10 @@ def test_bare_state_dicts_with_wrapper_prefixes_convert(tmp_path, prefix):
     reference = build_reference(TINY_ARCHITECTURE, TINY_INPUT_SIZE, TINY_CHANNELS, TINY_NUM_CLASSES)
     torch.save({prefix + key: value for key, value in reference.state_dict().items()}, tmp_path / "bare.pt")
     converted = convert_lightningdit_checkpoint(
-        tmp_path / "bare.pt", TINY_ARCHITECTURE, in_channels=TINY_CHANNELS, num_classes=TINY_NUM_CLASSES,
+        tmp_path / "bare.pt",
+        TINY_ARCHITECTURE,
+        in_channels=TINY_CHANNELS,
+        num_classes=TINY_NUM_CLASSES,
         input_size=TINY_INPUT_SIZE,
     )
     assert_matches_reference(converted, reference)
@@ -358,6 +364,9 @@ def test_rope_tables_for_other_positions_are_refused(tmp_path):
     torch.save({"ema": state_dict}, tmp_path / "rope.pt")
     with pytest.raises(ValueError, match=r"feat_rope.freqs_cos differs from the 2-D RoPE table.*input_size"):
         convert_lightningdit_checkpoint(
-            tmp_path / "rope.pt", TINY_ARCHITECTURE, in_channels=TINY_CHANNELS, num_classes=TINY_NUM_CLASSES,
+            tmp_path / "rope.pt",
+            TINY_ARCHITECTURE,
+            in_channels=TINY_CHANNELS,
+            num_classes=TINY_NUM_CLASSES,
             input_size=TINY_INPUT_SIZE,
         )

@@ -207,14 +207,22 @@ def test_console_script_saves_a_pipeline_that_from_pretrained_loads(tmp_path, ti
     output_dir = tmp_path / "converted"
     main(
         [
-            "--checkpoint", str(checkpoint),
-            "--model_type", "tiny/2",
-            "--vae", str(tmp_path / "tokenizer"),
-            "--latents_stats", str(stats_path),
-            "--output_dir", str(output_dir),
-            "--timestep_shift", "0.25",
-            "--num_classes", str(TINY_NUM_CLASSES),
-            "--input_size", str(TINY_INPUT_SIZE),
+            "--checkpoint",
+            str(checkpoint),
+            "--model_type",
+            "tiny/2",
+            "--vae",
+            str(tmp_path / "tokenizer"),
+            "--latents_stats",
+            str(stats_path),
+            "--output_dir",
+            str(output_dir),
+            "--timestep_shift",
+            "0.25",
+            "--num_classes",
+            str(TINY_NUM_CLASSES),
+            "--input_size",
+            str(TINY_INPUT_SIZE),
         ]
     )
     model_index = json.loads((output_dir / "model_index.json").read_text())

@@ -119,5 +119,7 @@ def test_a_persistent_position_embedding_is_saved_loaded_and_used(tmp_path):
 
 
 def test_an_unknown_timestep_embedding_input_is_rejected_with_the_choices():
-    with pytest.raises(ValueError, match=r"timestep_embedding_input='sigma' is not one of \('timestep', 'flow_time'\)"):
+    with pytest.raises(
+        ValueError, match=r"timestep_embedding_input='sigma' is not one of \('timestep', 'flow_time'\)"
+    ):
         build(timestep_embedding_input="sigma")

@@ -118,7 +118,9 @@ def test_builtin_shapes_are_object_centred_and_inside_the_frame(resolution):
     rows, cols = np.mgrid[0:height, 0:width] + 0.5
     for index in range(len(dataset)):
         params = dataset.sample_parameters(index)
-        coverage = shape_mask(SHAPE_CLASS_NAMES[params["label"]], (height, width), params["center"], params["radius"], params["angle"])
+        coverage = shape_mask(
+            SHAPE_CLASS_NAMES[params["label"]], (height, width), params["center"], params["radius"], params["angle"]
+        )
         area = coverage.sum()
         assert area > 0.05 * short_side**2, index
         centroid = np.array([(coverage * cols).sum() / area, (coverage * rows).sum() / area])

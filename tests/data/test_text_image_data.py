@@ -60,7 +60,10 @@ def test_builtin_captioned_shapes_cover_every_bucket_with_descriptive_captions()
         assert item["pixel_values"].shape == (3, bucket.height, bucket.width)
         assert item["pixel_values"].min() >= -1 and item["pixel_values"].max() <= 1
         assert item["caption"].startswith(("a ", "an ")) and "background" in item["caption"]
-    assert dataset[0]["caption"] == build_text_image_dataset(TextImageDatasetConfig(num_builtin_samples=60), buckets)[0]["caption"]
+    assert (
+        dataset[0]["caption"]
+        == build_text_image_dataset(TextImageDatasetConfig(num_builtin_samples=60), buckets)[0]["caption"]
+    )
 
 
 def test_parquet_shards_with_image_bytes_and_captions(tmp_path):
@@ -121,6 +124,8 @@ def test_webdataset_shards_of_jpg_and_txt(tmp_path):
                 info = tarfile.TarInfo(f"{index:06d}.{suffix}")
                 info.size = len(payload)
                 archive.addfile(info, io.BytesIO(payload))
-    dataset = build_text_image_dataset(TextImageDatasetConfig(source=str(tmp_path / "*.tar")), make_buckets(32, ["1:1"], 8))
+    dataset = build_text_image_dataset(
+        TextImageDatasetConfig(source=str(tmp_path / "*.tar")), make_buckets(32, ["1:1"], 8)
+    )
     assert len(dataset) == 4 and dataset[2]["caption"] == "a photo number 2"
     assert dataset[2]["pixel_values"].shape == (3, 32, 32)

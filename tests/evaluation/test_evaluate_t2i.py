@@ -29,17 +29,22 @@ from diffusers_aligntok.evaluation.text_to_image import (
     save_random_clip_standin,
 )
 
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import evaluate_t2i
+
 
 HEIGHT, WIDTH = 32, 48  # non-square; the tiny f4 VAE with FLUX's 2x2 packing needs multiples of 8
 LONG_PROMPT = "a " + "very " * 20 + "long caption"  # > 77 character-level CLIP tokens
 PROMPTS = ["a red circle", "", "a blue square on grass", LONG_PROMPT]
 GENEVAL = [
     {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"},
-    {"tag": "two_object", "include": [{"class": "dog", "count": 1}, {"class": "cup", "count": 1}],
-     "prompt": "a photo of a dog and a cup"},
+    {
+        "tag": "two_object",
+        "include": [{"class": "dog", "count": 1}, {"class": "cup", "count": 1}],
+        "prompt": "a photo of a dog and a cup",
+    },
 ]
 
 
@@ -55,8 +60,9 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("t2i_assets")
     # Our text-to-image models: no guidance embedding, real CFG.
     components = tiny_flux_components()
-    components["transformer"] = build_tiny_flux_transformer(components["vae"].config.latent_channels,
-                                                            guidance_embeds=False)
+    components["transformer"] = build_tiny_flux_transformer(
+        components["vae"].config.latent_channels, guidance_embeds=False
+    )
     FluxPipeline(**components).save_pretrained(root / "pipeline_cfg")
     # The stock tiny FLUX (guidance_embeds=True, like FLUX.1-dev).
     FluxPipeline(**tiny_flux_components(seed=1)).save_pretrained(root / "pipeline_guidance_embeds")
@@ -65,18 +71,53 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     save_shapes_image_folder(root / "small_reference", num_images=4, resolution=40, seed=2)
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     (root / "geneval.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in GENEVAL))
-    return {"root": root, "pipeline": root / "pipeline_cfg", "pipeline_guidance_embeds": root / "pipeline_guidance_embeds",
-            "clip": root / "clip", "reference": root / "reference", "small_reference": root / "small_reference",
-            "prompts": root / "prompts.txt", "geneval": root / "geneval.jsonl", "cache": root / "fid_cache"}
+    return {
+        "root": root,
+        "pipeline": root / "pipeline_cfg",
+        "pipeline_guidance_embeds": root / "pipeline_guidance_embeds",
+        "clip": root / "clip",
+        "reference": root / "reference",
+        "small_reference": root / "small_reference",
+        "prompts": root / "prompts.txt",
+        "geneval": root / "geneval.jsonl",
+        "cache": root / "fid_cache",
+    }
 
 
 def _argv(assets, output_dir, *extra: str) -> list[str]:
     return [
-        "--pipeline", str(assets["pipeline"]), "--prompts", str(assets["prompts"]), "--output_dir", str(output_dir),
-        "--height", str(HEIGHT), "--width", str(WIDTH), "--num_inference_steps", "2", "--max_sequence_length", "16",
-        "--images_per_prompt", "2", "--batch_size", "3", "--samples_per_chunk", "4", "--num_workers", "0",
-        "--reference_dir", str(assets["reference"]), "--feature_extractor", "random-inception-standin",
-        "--fid_statistics_cache", str(assets["cache"]), "--clip_model", str(assets["clip"]), "--save_grid", "4",
+        "--pipeline",
+        str(assets["pipeline"]),
+        "--prompts",
+        str(assets["prompts"]),
+        "--output_dir",
+        str(output_dir),
+        "--height",
+        str(HEIGHT),
+        "--width",
+        str(WIDTH),
+        "--num_inference_steps",
+        "2",
+        "--max_sequence_length",
+        "16",
+        "--images_per_prompt",
+        "2",
+        "--batch_size",
+        "3",
+        "--samples_per_chunk",
+        "4",
+        "--num_workers",
+        "0",
+        "--reference_dir",
+        str(assets["reference"]),
+        "--feature_extractor",
+        "random-inception-standin",
+        "--fid_statistics_cache",
+        str(assets["cache"]),
+        "--clip_model",
+        str(assets["clip"]),
+        "--save_grid",
+        "4",
         *extra,
     ]
 
@@ -91,8 +132,9 @@ def evaluated(assets, tmp_path_factory):
     """One full run: true CFG 2.0, 3 prompts x 2 images plus GenEval's 2 prompts x 4 images."""
     output_dir = tmp_path_factory.mktemp("t2i_run") / "eval"
     with pytest.warns(UserWarning, match="stand-in"):
-        results = evaluate_t2i.main(_argv(assets, output_dir, "--guidance_scale", "2.0",
-                                          "--geneval_metadata", str(assets["geneval"])))
+        results = evaluate_t2i.main(
+            _argv(assets, output_dir, "--guidance_scale", "2.0", "--geneval_metadata", str(assets["geneval"]))
+        )
     return results, output_dir
 
 
@@ -106,8 +148,17 @@ def test_results_record_every_knob_and_label_the_standins(assets, evaluated):
     stored = json.loads((output_dir / "results.json").read_text())
     assert stored["metrics"] == json.loads(json.dumps(results["metrics"]))
     settings = stored["settings"]
-    assert (settings["height"], settings["width"], settings["num_inference_steps"], settings["seed"]) == (HEIGHT, WIDTH, 2, 0)
-    assert settings["guidance_scale"] == 2.0 and settings["images_per_prompt"] == 2 and settings["dtype_effective"] == "float32"
+    assert (settings["height"], settings["width"], settings["num_inference_steps"], settings["seed"]) == (
+        HEIGHT,
+        WIDTH,
+        2,
+        0,
+    )
+    assert (
+        settings["guidance_scale"] == 2.0
+        and settings["images_per_prompt"] == 2
+        and settings["dtype_effective"] == "float32"
+    )
     assert settings["num_scored_samples"] == 6 and settings["num_samples"] == 6 + 2 * 4
 
     # The pipeline's VAE and transformer configs.
@@ -179,8 +230,20 @@ def test_geneval_export_has_geneval_layout(evaluated):
 
 def test_same_seed_same_images_whatever_the_batch_size(assets, evaluated, tmp_path):
     _, first = evaluated
-    results = evaluate_t2i.main(_argv(assets, tmp_path / "batch1", "--guidance_scale", "2.0", "--batch_size", "1",
-                                      "--samples_per_chunk", "1", "--geneval_metadata", str(assets["geneval"])))
+    results = evaluate_t2i.main(
+        _argv(
+            assets,
+            tmp_path / "batch1",
+            "--guidance_scale",
+            "2.0",
+            "--batch_size",
+            "1",
+            "--samples_per_chunk",
+            "1",
+            "--geneval_metadata",
+            str(assets["geneval"]),
+        )
+    )
     for path in sorted((first / "cfg-2").rglob("*.png")):
         if path.name == "samples_grid.png":
             continue
@@ -191,8 +254,14 @@ def test_same_seed_same_images_whatever_the_batch_size(assets, evaluated, tmp_pa
 
 
 def test_processes_generate_the_same_images_as_one_process(assets, tmp_path):
-    config = TextToImageEvaluationConfig(pipeline=str(assets["pipeline"]), prompts=str(assets["prompts"]),
-                                         height=HEIGHT, width=WIDTH, num_inference_steps=2, max_sequence_length=16)
+    config = TextToImageEvaluationConfig(
+        pipeline=str(assets["pipeline"]),
+        prompts=str(assets["prompts"]),
+        height=HEIGHT,
+        width=WIDTH,
+        num_inference_steps=2,
+        max_sequence_length=16,
+    )
     pipeline = load_text_to_image_pipeline(assets["pipeline"])
     pipeline.set_progress_bar_config(disable=True)
     call = pipeline_call_settings(pipeline, config, 2.0)
@@ -207,21 +276,31 @@ def test_processes_generate_the_same_images_as_one_process(assets, tmp_path):
     run(tmp_path / "two", 1, 2, 2)  # the second "process" first: order must not matter
     run(tmp_path / "two", 0, 2, 2)
     for sample in plan:
-        assert np.abs(_pixels(tmp_path / "one" / sample.relative_path)
-                      - _pixels(tmp_path / "two" / sample.relative_path)).max() <= 1
+        assert (
+            np.abs(
+                _pixels(tmp_path / "one" / sample.relative_path) - _pixels(tmp_path / "two" / sample.relative_path)
+            ).max()
+            <= 1
+        )
     # Another seed gives other images.
     other = make_text_to_image_plan(load_prompts(assets["prompts"]), 1, seed=1)[:1]
     generate_samples(pipeline, other, tmp_path / "seed1", call, 1, resume=False, show_progress=False)
-    assert np.abs(_pixels(tmp_path / "seed1" / other[0].relative_path)
-                  - _pixels(tmp_path / "one" / plan[0].relative_path)).max() > 10
+    assert (
+        np.abs(
+            _pixels(tmp_path / "seed1" / other[0].relative_path) - _pixels(tmp_path / "one" / plan[0].relative_path)
+        ).max()
+        > 10
+    )
 
 
 def test_noise_seeds_do_not_depend_on_counts(assets):
     prompts = load_prompts(assets["prompts"])
     two = {(s.prompt_index, s.image_index): s.seed for s in make_text_to_image_plan(prompts, 2, seed=0)}
     three = {(s.prompt_index, s.image_index): s.seed for s in make_text_to_image_plan(prompts, 3, seed=0)}
-    first_prompt = {(s.prompt_index, s.image_index): s.seed
-                    for s in make_text_to_image_plan(load_prompts(assets["prompts"], max_prompts=1), 2, seed=0)}
+    first_prompt = {
+        (s.prompt_index, s.image_index): s.seed
+        for s in make_text_to_image_plan(load_prompts(assets["prompts"], max_prompts=1), 2, seed=0)
+    }
     assert all(three[key] == seed for key, seed in two.items())
     assert all(two[key] == seed for key, seed in first_prompt.items())
     assert make_text_to_image_plan(prompts, 1, seed=1)[0].seed != make_text_to_image_plan(prompts, 1, seed=0)[0].seed
@@ -238,8 +317,9 @@ def test_resume_keeps_existing_images_and_refuses_other_settings(assets, evaluat
     kept = samples / "000000-000.png"
     before = kept.stat().st_mtime_ns
 
-    results = evaluate_t2i.main(_argv(assets, output_dir, "--guidance_scale", "2.0", "--resume",
-                                      "--geneval_metadata", str(assets["geneval"])))
+    results = evaluate_t2i.main(
+        _argv(assets, output_dir, "--guidance_scale", "2.0", "--resume", "--geneval_metadata", str(assets["geneval"]))
+    )
     row = results["rows"][0]
     assert (row["samples_generated_this_run"], row["samples_kept_from_earlier_run"]) == (2, 12)
     assert kept.stat().st_mtime_ns == before
@@ -249,8 +329,19 @@ def test_resume_keeps_existing_images_and_refuses_other_settings(assets, evaluat
     assert results["metrics"]["clip_score"] == pytest.approx(first_results["metrics"]["clip_score"], rel=1e-6)
 
     with pytest.raises(ValueError, match="other settings"):
-        evaluate_t2i.main(_argv(assets, output_dir, "--guidance_scale", "2.0", "--resume", "--seed", "5",
-                                "--geneval_metadata", str(assets["geneval"])))
+        evaluate_t2i.main(
+            _argv(
+                assets,
+                output_dir,
+                "--guidance_scale",
+                "2.0",
+                "--resume",
+                "--seed",
+                "5",
+                "--geneval_metadata",
+                str(assets["geneval"]),
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -259,9 +350,18 @@ def test_resume_keeps_existing_images_and_refuses_other_settings(assets, evaluat
 
 
 def test_sweep_on_a_guidance_embedded_flux_with_a_small_reference(assets, tmp_path):
-    argv = _argv(assets, tmp_path / "sweep", "--cfg_sweep", "1.0,2.0", "--embedded_guidance_scale", "5.0",
-                 "--reference_dir", str(assets["small_reference"]),
-                 "--pipeline", str(assets["pipeline_guidance_embeds"]))  # argparse keeps the last --pipeline
+    argv = _argv(
+        assets,
+        tmp_path / "sweep",
+        "--cfg_sweep",
+        "1.0,2.0",
+        "--embedded_guidance_scale",
+        "5.0",
+        "--reference_dir",
+        str(assets["small_reference"]),
+        "--pipeline",
+        str(assets["pipeline_guidance_embeds"]),
+    )  # argparse keeps the last --pipeline
     with pytest.warns(UserWarning, match="4 readable images for 6 samples"):
         results = evaluate_t2i.main(argv)
     rows = results["rows"]
@@ -277,20 +377,54 @@ def test_sweep_on_a_guidance_embedded_flux_with_a_small_reference(assets, tmp_pa
 
 
 def test_metrics_are_optional_and_geneval_alone_works(assets, tmp_path):
-    results = evaluate_t2i.main([
-        "--pipeline", str(assets["pipeline"]), "--geneval_metadata", str(assets["geneval"]),
-        "--geneval_images_per_prompt", "1", "--height", str(HEIGHT), "--width", str(WIDTH),
-        "--num_inference_steps", "1", "--max_sequence_length", "16", "--output_dir", str(tmp_path / "geneval_only"),
-    ])
-    assert results["prompts"] is None and results["metrics"]["gfid"] is None and results["metrics"]["clip_score"] is None
+    results = evaluate_t2i.main(
+        [
+            "--pipeline",
+            str(assets["pipeline"]),
+            "--geneval_metadata",
+            str(assets["geneval"]),
+            "--geneval_images_per_prompt",
+            "1",
+            "--height",
+            str(HEIGHT),
+            "--width",
+            str(WIDTH),
+            "--num_inference_steps",
+            "1",
+            "--max_sequence_length",
+            "16",
+            "--output_dir",
+            str(tmp_path / "geneval_only"),
+        ]
+    )
+    assert (
+        results["prompts"] is None and results["metrics"]["gfid"] is None and results["metrics"]["clip_score"] is None
+    )
     assert results["geneval"]["num_prompts"] == 2 and results["geneval"]["scored"] is False
     assert len(list((tmp_path / "geneval_only" / "cfg-1" / "geneval").rglob("*.png"))) == 2
 
-    results = evaluate_t2i.main([
-        "--pipeline", str(assets["pipeline"]), "--prompts", str(assets["prompts"]), "--clip_model", "none",
-        "--height", str(HEIGHT), "--width", str(WIDTH), "--num_inference_steps", "1", "--max_sequence_length", "16",
-        "--max_prompts", "1", "--output_dir", str(tmp_path / "no_metrics"),
-    ])
+    results = evaluate_t2i.main(
+        [
+            "--pipeline",
+            str(assets["pipeline"]),
+            "--prompts",
+            str(assets["prompts"]),
+            "--clip_model",
+            "none",
+            "--height",
+            str(HEIGHT),
+            "--width",
+            str(WIDTH),
+            "--num_inference_steps",
+            "1",
+            "--max_sequence_length",
+            "16",
+            "--max_prompts",
+            "1",
+            "--output_dir",
+            str(tmp_path / "no_metrics"),
+        ]
+    )
     assert results["metrics"]["gfid"] is None and results["clip"] is None
     assert any("gFID skipped" in note for note in results["notes"])
     assert any("CLIP score skipped" in note for note in results["notes"])
@@ -310,7 +444,11 @@ def test_call_settings_follow_the_pipeline_signature_and_config(assets):
 def test_clip_score_is_100_times_the_clamped_cosine(assets):
     scorer = build_clip_scorer(str(assets["clip"]))
     assert isinstance(scorer, CLIPScorer) and scorer.is_real_metric is False and scorer.max_length == 77
-    images = {"same": torch.tensor([1.0, 0.0]), "opposite": torch.tensor([-1.0, 0.0]), "diagonal": torch.tensor([0.6, 0.8])}
+    images = {
+        "same": torch.tensor([1.0, 0.0]),
+        "opposite": torch.tensor([-1.0, 0.0]),
+        "diagonal": torch.tensor([0.6, 0.8]),
+    }
     scorer.image_embeddings = lambda batch: torch.stack([images[name] for name in batch])
     scorer.text_embeddings = lambda prompts: torch.tensor([[1.0, 0.0]] * len(prompts))
     np.testing.assert_allclose(scorer(["same", "opposite", "diagonal"], ["x"] * 3), [100.0, 0.0, 60.0], atol=1e-5)

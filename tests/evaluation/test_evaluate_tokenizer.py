@@ -25,10 +25,29 @@ def _evaluate_tokenizer_script():
 def test_command_evaluates_two_tokenizers_on_a_folder(tiny_aligntok_dir, tiny_kl_dir, image_folder, tmp_path, capsys):
     script = _evaluate_tokenizer_script()
     arguments = [
-        "--tokenizers", str(tiny_aligntok_dir), str(tiny_kl_dir), "--data", str(image_folder), "--resolution", "32",
-        "--num_samples", "64", "--batch_size", "16", "--num_workers", "0", "--output_dir", str(tmp_path / "run1"),
-        "--feature_extractor", "random-inception-standin", "--perceptual", "none",
-        "--fid_statistics_cache", str(tmp_path / "cache"), "--num_visualization_images", "4",
+        "--tokenizers",
+        str(tiny_aligntok_dir),
+        str(tiny_kl_dir),
+        "--data",
+        str(image_folder),
+        "--resolution",
+        "32",
+        "--num_samples",
+        "64",
+        "--batch_size",
+        "16",
+        "--num_workers",
+        "0",
+        "--output_dir",
+        str(tmp_path / "run1"),
+        "--feature_extractor",
+        "random-inception-standin",
+        "--perceptual",
+        "none",
+        "--fid_statistics_cache",
+        str(tmp_path / "cache"),
+        "--num_visualization_images",
+        "4",
     ]  # LPIPS through the same path is in test_a_perfect_tokenizer_scores_perfectly (it is the slow part on a CPU)
     with pytest.warns(UserWarning, match="FID with 27 samples is biased upward; the protocol uses 50,000"):
         results = script.main(arguments)
@@ -42,7 +61,11 @@ def test_command_evaluates_two_tokenizers_on_a_folder(tiny_aligntok_dir, tiny_kl
     assert settings["resolution"] == [32, 32] and settings["crop"] == "center" and settings["split"] == "train"
     assert settings["num_samples"] == 27 and settings["num_samples_requested"] == 64
     assert stored["versions"]["torch"] and stored["versions"]["diffusers"]
-    assert stored["feature_extractor"] == {**stored["feature_extractor"], "name": "random-inception-standin", "is_real_metric": False}
+    assert stored["feature_extractor"] == {
+        **stored["feature_extractor"],
+        "name": "random-inception-standin",
+        "is_real_metric": False,
+    }
     assert stored["perceptual"] is None
     assert stored["tokenizers"][0]["tokenizer"]["config"]["latent_channels"] == 8
     warnings = " ".join(stored["warnings"])
@@ -51,7 +74,12 @@ def test_command_evaluates_two_tokenizers_on_a_folder(tiny_aligntok_dir, tiny_kl
     assert "not FID" in warnings
     for entry in stored["tokenizers"]:
         metrics = entry["metrics"]
-        assert 0 < metrics["psnr"] < 100 and -1 <= metrics["ssim"] <= 1 and metrics["lpips"] is None and metrics["rfid"] > 0
+        assert (
+            0 < metrics["psnr"] < 100
+            and -1 <= metrics["ssim"] <= 1
+            and metrics["lpips"] is None
+            and metrics["rfid"] > 0
+        )
         assert metrics["linear_probe"]["num_classes"] == 10 and 0 <= metrics["linear_probe"]["top1"] <= 1
         assert -1 <= metrics["cknna"] <= 1 and metrics["cknna_num_samples"] == 27
     assert stored["reference_encoder"]["name"] == "encoder of tiny_aligntok"
@@ -65,11 +93,19 @@ def test_command_evaluates_two_tokenizers_on_a_folder(tiny_aligntok_dir, tiny_kl
 
 def test_a_perfect_tokenizer_scores_perfectly(standin_feature_extractor, random_trunk_lpips, tmp_path):
     config = TokenizerEvaluationConfig(
-        data="builtin:shapes", resolution=32, num_samples=36, batch_size=18, num_workers=0,
-        fid_statistics_cache=str(tmp_path / "cache"), num_visualization_images=2,
+        data="builtin:shapes",
+        resolution=32,
+        num_samples=36,
+        batch_size=18,
+        num_workers=0,
+        fid_statistics_cache=str(tmp_path / "cache"),
+        num_visualization_images=2,
     )
     results = evaluate_tokenizers(
-        config, tmp_path / "run", adapters=[IdentityTokenizer()], feature_extractor=standin_feature_extractor,
+        config,
+        tmp_path / "run",
+        adapters=[IdentityTokenizer()],
+        feature_extractor=standin_feature_extractor,
         perceptual_network=random_trunk_lpips,
     )
     metrics = results["tokenizers"][0]["metrics"]
@@ -84,14 +120,23 @@ def test_a_perfect_tokenizer_scores_perfectly(standin_feature_extractor, random_
 
 def test_resume_gives_the_same_results_as_an_uninterrupted_run(tiny_aligntok_dir, standin_feature_extractor, tmp_path):
     def run(name, **kwargs):
-        settings = dict(
-            data="builtin:shapes", resolution=32, num_samples=18, batch_size=6, num_workers=0, perceptual=None,
-            fid_statistics_cache=str(tmp_path / "cache"), save_every_batches=1, num_visualization_images=2,
-            cknna_topk=5,
-        )
+        settings = {
+            "data": "builtin:shapes",
+            "resolution": 32,
+            "num_samples": 18,
+            "batch_size": 6,
+            "num_workers": 0,
+            "perceptual": None,
+            "fid_statistics_cache": str(tmp_path / "cache"),
+            "save_every_batches": 1,
+            "num_visualization_images": 2,
+            "cknna_topk": 5,
+        }
         config = TokenizerEvaluationConfig(**{**settings, **kwargs.pop("config", {})})
         adapters = [IdentityTokenizer(), load_tokenizer(str(tiny_aligntok_dir))]
-        return evaluate_tokenizers(config, tmp_path / name, adapters=adapters, feature_extractor=standin_feature_extractor, **kwargs)
+        return evaluate_tokenizers(
+            config, tmp_path / name, adapters=adapters, feature_extractor=standin_feature_extractor, **kwargs
+        )
 
     uninterrupted = run("full")
     assert run("resumed", _stop_after_batches=1) is None
@@ -100,7 +145,10 @@ def test_resume_gives_the_same_results_as_an_uninterrupted_run(tiny_aligntok_dir
         run("resumed", resume=True, config={"batch_size": 4})
     resumed = run("resumed", resume=True)
     # The first run cached the reference statistics; the second used them.
-    assert (uninterrupted["reference_statistics"]["cached"], resumed["reference_statistics"]["cached"]) == (False, True)
+    assert (uninterrupted["reference_statistics"]["cached"], resumed["reference_statistics"]["cached"]) == (
+        False,
+        True,
+    )
     for expected, actual in zip(uninterrupted["tokenizers"], resumed["tokenizers"], strict=True):
         for key in ("rfid", "psnr", "ssim", "cknna"):
             assert actual["metrics"][key] == pytest.approx(expected["metrics"][key], rel=1e-9, abs=1e-12), key
@@ -109,8 +157,12 @@ def test_resume_gives_the_same_results_as_an_uninterrupted_run(tiny_aligntok_dir
 
 def test_a_resolution_that_a_tokenizer_cannot_take_fails_before_reading_data(tiny_aligntok_dir, tmp_path):
     config = TokenizerEvaluationConfig(
-        tokenizers=[str(tiny_aligntok_dir)], data=str(tmp_path / "does-not-exist"), resolution=30, num_samples=8,
-        perceptual=None, feature_extractor="random-inception-standin",
+        tokenizers=[str(tiny_aligntok_dir)],
+        data=str(tmp_path / "does-not-exist"),
+        resolution=30,
+        num_samples=8,
+        perceptual=None,
+        feature_extractor="random-inception-standin",
     )
     with pytest.raises(ValueError, match="30x30 is not a multiple of its spatial factor 4"):
         evaluate_tokenizers(config, tmp_path / "run")
@@ -123,7 +175,16 @@ def test_nan_reconstructions_are_an_error_not_a_number(standin_feature_extractor
         def decode(self, latents):
             return torch.full_like(latents, float("nan"))
 
-    config = TokenizerEvaluationConfig(data="builtin:shapes", resolution=16, num_samples=4, batch_size=4,
-                                       num_workers=0, perceptual=None, fid_statistics_cache=str(tmp_path / "cache"))
+    config = TokenizerEvaluationConfig(
+        data="builtin:shapes",
+        resolution=16,
+        num_samples=4,
+        batch_size=4,
+        num_workers=0,
+        perceptual=None,
+        fid_statistics_cache=str(tmp_path / "cache"),
+    )
     with pytest.raises(FloatingPointError, match="broken produced NaN/inf reconstructions"):
-        evaluate_tokenizers(config, tmp_path / "run", adapters=[BrokenTokenizer()], feature_extractor=standin_feature_extractor)
+        evaluate_tokenizers(
+            config, tmp_path / "run", adapters=[BrokenTokenizer()], feature_extractor=standin_feature_extractor
+        )

@@ -15,7 +15,11 @@ from diffusers_aligntok.evaluation import (
     inception_score,
     precision_recall,
 )
-from diffusers_aligntok.evaluation.fid import load_reference_statistics, reference_statistics_path, save_reference_statistics
+from diffusers_aligntok.evaluation.fid import (
+    load_reference_statistics,
+    reference_statistics_path,
+    save_reference_statistics,
+)
 
 
 def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
@@ -130,8 +134,9 @@ def test_both_inception_modes_feed_the_network_what_clean_fid_feeds_it(mode, tmp
     for index, image in enumerate(pixels):
         Image.fromarray(image).save(tmp_path / f"{index:02d}.png")
     network = RandomInceptionStandIn(resize_inside=True)
-    theirs = cleanfid_fid.get_folder_features(str(tmp_path), model=network, num_workers=0, batch_size=4,
-                                              device=torch.device("cpu"), mode=mode, verbose=False)
+    theirs = cleanfid_fid.get_folder_features(
+        str(tmp_path), model=network, num_workers=0, batch_size=4, device=torch.device("cpu"), mode=mode, verbose=False
+    )
     extractor = build_fid_feature_extractor("local-inception", network=network, inception_mode=mode)
     ours = extractor(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
@@ -139,7 +144,9 @@ def test_both_inception_modes_feed_the_network_what_clean_fid_feeds_it(mode, tmp
 
 
 def test_unknown_inception_mode_names_the_choices():
-    with pytest.raises(ValueError, match=r"Unknown inception_mode 'legacy_pytorch'; choose 'clean' .*'legacy_tensorflow'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown inception_mode 'legacy_pytorch'; choose 'clean' .*'legacy_tensorflow'"
+    ):
         build_fid_feature_extractor("random-inception-standin", inception_mode="legacy_pytorch")
 
 

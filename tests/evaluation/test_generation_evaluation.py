@@ -41,9 +41,11 @@ from diffusers_aligntok.evaluation.generation import (
     write_adm_sample_npz,
 )
 
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "training"))
 import evaluate_generation as evaluate_generation_script  # noqa: E402
+
 
 NUM_CLASSES = 10
 
@@ -56,14 +58,19 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("pipelines") / "tiny_dit"
     torch.manual_seed(0)
-    transformer = LightningDiTTransformer2DModel.from_preset("tiny", in_channels=8, sample_size=8, num_classes=NUM_CLASSES)
+    transformer = LightningDiTTransformer2DModel.from_preset(
+        "tiny", in_channels=8, sample_size=8, num_classes=NUM_CLASSES
+    )
     # adaLN-zero starts with a zero output layer (zero velocity whatever the label); perturb every weight so the
     # untrained model depends on the class and guidance changes its samples.
     with torch.no_grad():
         for parameter in transformer.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
-    pipeline = AlignTokDiTPipeline(transformer=transformer, vae=AlignedAutoencoderKL.from_preset("tiny"),
-                                   scheduler=FlowMatchEulerDiscreteScheduler())
+    pipeline = AlignTokDiTPipeline(
+        transformer=transformer,
+        vae=AlignedAutoencoderKL.from_preset("tiny"),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
     pipeline.save_pretrained(path)
     return path
 
@@ -80,10 +87,17 @@ def statistics_cache(tmp_path_factory) -> Path:
 
 def _config(pipeline_dir, cache, **overrides) -> GenerationEvaluationConfig:
     settings = {
-        "pipeline": str(pipeline_dir), "num_samples": 40, "batch_size": 10, "samples_per_chunk": 10,
-        "num_inference_steps": 2, "reference": "builtin:shapes", "reference_num_samples": 48,
-        "precision_recall_reference_samples": 24, "feature_extractor": "random-inception-standin",
-        "fid_statistics_cache": str(cache), "num_workers": 0,
+        "pipeline": str(pipeline_dir),
+        "num_samples": 40,
+        "batch_size": 10,
+        "samples_per_chunk": 10,
+        "num_inference_steps": 2,
+        "reference": "builtin:shapes",
+        "reference_num_samples": 48,
+        "precision_recall_reference_samples": 24,
+        "feature_extractor": "random-inception-standin",
+        "fid_statistics_cache": str(cache),
+        "num_workers": 0,
     }
     settings.update(overrides)
     return GenerationEvaluationConfig(**settings)
@@ -91,8 +105,12 @@ def _config(pipeline_dir, cache, **overrides) -> GenerationEvaluationConfig:
 
 def _metrics(results) -> dict:
     row = results["rows"][0]
-    return {"gfid": row["gfid"], "inception_score": row["inception_score"], "precision": row["precision"],
-            "recall": row["recall"]}
+    return {
+        "gfid": row["gfid"],
+        "inception_score": row["inception_score"],
+        "precision": row["precision"],
+        "recall": row["recall"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -150,10 +168,19 @@ def test_chunk_assignment_covers_every_chunk_once(num_processes):
     assert sorted(assigned) == list(range(7))
 
 
-def test_chunks_and_sample_npz_are_the_same_for_one_or_two_processes(tiny_pipeline_dir, standin, statistics_cache,
-                                                                    tmp_path):
-    config = _config(tiny_pipeline_dir, statistics_cache, num_samples=12, samples_per_chunk=3, batch_size=3,
-                     guidance_scale=2.0, label_sampling="random", save_npz=str(tmp_path / "unused.npz"))
+def test_chunks_and_sample_npz_are_the_same_for_one_or_two_processes(
+    tiny_pipeline_dir, standin, statistics_cache, tmp_path
+):
+    config = _config(
+        tiny_pipeline_dir,
+        statistics_cache,
+        num_samples=12,
+        samples_per_chunk=3,
+        batch_size=3,
+        guidance_scale=2.0,
+        label_sampling="random",
+        save_npz=str(tmp_path / "unused.npz"),
+    )
     plan = make_sample_plan(config.seed, config.num_samples, config.label_sampling, NUM_CLASSES)
     num_chunks = plan.num_chunks(config.samples_per_chunk)
 
@@ -161,7 +188,9 @@ def test_chunks_and_sample_npz_are_the_same_for_one_or_two_processes(tiny_pipeli
         pipeline = load_aligntok_dit_pipeline(tiny_pipeline_dir)
         pipeline.set_progress_bar_config(disable=True)
         chunks = chunks_for_process(num_chunks, process_index, num_processes)
-        generate_chunks(pipeline, plan, chunks, directory, "fp", config, 2.0, standin, resume=False, show_progress=False)
+        generate_chunks(
+            pipeline, plan, chunks, directory, "fp", config, 2.0, standin, resume=False, show_progress=False
+        )
 
     run(tmp_path / "one", 0, 1)
     run(tmp_path / "two", 1, 2)  # the second "process" first: order must not matter either
@@ -186,12 +215,17 @@ def test_chunks_and_sample_npz_are_the_same_for_one_or_two_processes(tiny_pipeli
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_killed_run_regenerates_only_missing_chunks_and_gives_identical_metrics(tiny_pipeline_dir, statistics_cache, tmp_path):
+def test_killed_run_regenerates_only_missing_chunks_and_gives_identical_metrics(
+    tiny_pipeline_dir, statistics_cache, tmp_path
+):
     config = _config(tiny_pipeline_dir, statistics_cache, num_samples=20, samples_per_chunk=5, batch_size=5)
     output = tmp_path / "run"
     assert evaluate_generation(config, output, _stop_after_chunks=2) is None  # "killed" after 2 of 4 chunks
     scale_dir = output / "cfg-1"
-    assert sorted(path.name for path in scale_dir.glob("features-*.npz")) == ["features-00000.npz", "features-00001.npz"]
+    assert sorted(path.name for path in scale_dir.glob("features-*.npz")) == [
+        "features-00000.npz",
+        "features-00001.npz",
+    ]
     first_two = [chunk_path(scale_dir, chunk).stat().st_mtime_ns for chunk in (0, 1)]
 
     resumed = evaluate_generation(config, output, resume=True)
@@ -208,8 +242,18 @@ def test_killed_run_regenerates_only_missing_chunks_and_gives_identical_metrics(
 
     # Resuming with a setting that changes the samples is refused rather than mixed in.
     with pytest.raises(ValueError, match="generated with other settings"):
-        evaluate_generation(_config(tiny_pipeline_dir, statistics_cache, num_samples=20, samples_per_chunk=5,
-                                    batch_size=5, num_inference_steps=3), output, resume=True)
+        evaluate_generation(
+            _config(
+                tiny_pipeline_dir,
+                statistics_cache,
+                num_samples=20,
+                samples_per_chunk=5,
+                batch_size=5,
+                num_inference_steps=3,
+            ),
+            output,
+            resume=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -217,17 +261,51 @@ def test_killed_run_regenerates_only_missing_chunks_and_gives_identical_metrics(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_gfid_is_zero_against_its_own_statistics_and_positive_against_other_images(tiny_pipeline_dir, statistics_cache,
-                                                                                  tmp_path):
+def test_gfid_is_zero_against_its_own_statistics_and_positive_against_other_images(
+    tiny_pipeline_dir, statistics_cache, tmp_path
+):
     output = tmp_path / "run"
-    evaluate_generation_script.main([
-        "--pipeline", str(tiny_pipeline_dir), "--output_dir", str(output), "--num_samples", "40", "--batch_size", "10",
-        "--samples_per_chunk", "10", "--num_inference_steps", "2", "--sampler", "heun", "--shift", "2.0",
-        "--guidance_scale", "1.5", "--guidance_interval", "0.1", "0.9", "--seed", "7", "--reference", "builtin:shapes",
-        "--reference_num_samples", "48", "--precision_recall_reference_samples", "24",
-        "--feature_extractor", "random-inception-standin", "--fid_statistics_cache", str(statistics_cache),
-        "--save_images", "40", "--num_workers", "0",
-    ])
+    evaluate_generation_script.main(
+        [
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--output_dir",
+            str(output),
+            "--num_samples",
+            "40",
+            "--batch_size",
+            "10",
+            "--samples_per_chunk",
+            "10",
+            "--num_inference_steps",
+            "2",
+            "--sampler",
+            "heun",
+            "--shift",
+            "2.0",
+            "--guidance_scale",
+            "1.5",
+            "--guidance_interval",
+            "0.1",
+            "0.9",
+            "--seed",
+            "7",
+            "--reference",
+            "builtin:shapes",
+            "--reference_num_samples",
+            "48",
+            "--precision_recall_reference_samples",
+            "24",
+            "--feature_extractor",
+            "random-inception-standin",
+            "--fid_statistics_cache",
+            str(statistics_cache),
+            "--save_images",
+            "40",
+            "--num_workers",
+            "0",
+        ]
+    )
     results = json.loads((output / "results.json").read_text())
     assert results["rows"][0]["gfid"] > 1.0  # generated images vs builtin shapes
 
@@ -261,14 +339,46 @@ def test_gfid_is_zero_against_its_own_statistics_and_positive_against_other_imag
     assert len(pngs) == 40
     images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in pngs])
     own = tmp_path / "own_reference.npz"
-    np.savez(own, mu=features.astype(np.float64).mean(0), sigma=np.cov(features.astype(np.float64), rowvar=False),
-             arr_0=images)
-    rescored = evaluate_generation_script.main([
-        "--pipeline", str(tiny_pipeline_dir), "--output_dir", str(output), "--num_samples", "40", "--batch_size", "10",
-        "--samples_per_chunk", "10", "--num_inference_steps", "2", "--sampler", "heun", "--shift", "2.0",
-        "--guidance_scale", "1.5", "--guidance_interval", "0.1", "0.9", "--seed", "7", "--reference", str(own),
-        "--precision_recall_reference_samples", "40", "--feature_extractor", "random-inception-standin", "--resume",
-    ])
+    np.savez(
+        own,
+        mu=features.astype(np.float64).mean(0),
+        sigma=np.cov(features.astype(np.float64), rowvar=False),
+        arr_0=images,
+    )
+    rescored = evaluate_generation_script.main(
+        [
+            "--pipeline",
+            str(tiny_pipeline_dir),
+            "--output_dir",
+            str(output),
+            "--num_samples",
+            "40",
+            "--batch_size",
+            "10",
+            "--samples_per_chunk",
+            "10",
+            "--num_inference_steps",
+            "2",
+            "--sampler",
+            "heun",
+            "--shift",
+            "2.0",
+            "--guidance_scale",
+            "1.5",
+            "--guidance_interval",
+            "0.1",
+            "0.9",
+            "--seed",
+            "7",
+            "--reference",
+            str(own),
+            "--precision_recall_reference_samples",
+            "40",
+            "--feature_extractor",
+            "random-inception-standin",
+            "--resume",
+        ]
+    )
     row = rescored["rows"][0]
     assert row["chunks_generated_this_run"] == 0  # re-scored from the chunk files
     assert abs(row["gfid"]) < 1e-6
@@ -295,19 +405,51 @@ def _as_model_input(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def test_adm_recipe_writes_the_npz_adms_evaluator_reads_and_records_every_choice(tiny_pipeline_dir, statistics_cache,
-                                                                                 tmp_path):
+def test_adm_recipe_writes_the_npz_adms_evaluator_reads_and_records_every_choice(
+    tiny_pipeline_dir, statistics_cache, tmp_path
+):
     output, npz = tmp_path / "run", tmp_path / "adm" / "samples.npz"
     arguments = [
-        "--pipeline", str(tiny_pipeline_dir), "--output_dir", str(output), "--num_samples", "20", "--batch_size", "10",
-        "--samples_per_chunk", "10", "--num_inference_steps", "2", "--seed", "5", "--label_sampling", "random",
-        "--inception_mode", "legacy_tensorflow", "--feature_extractor", "random-inception-standin",
-        "--precision_recall_reference_samples", "0", "--fid_statistics_cache", str(statistics_cache),
-        "--num_workers", "0",
+        "--pipeline",
+        str(tiny_pipeline_dir),
+        "--output_dir",
+        str(output),
+        "--num_samples",
+        "20",
+        "--batch_size",
+        "10",
+        "--samples_per_chunk",
+        "10",
+        "--num_inference_steps",
+        "2",
+        "--seed",
+        "5",
+        "--label_sampling",
+        "random",
+        "--inception_mode",
+        "legacy_tensorflow",
+        "--feature_extractor",
+        "random-inception-standin",
+        "--precision_recall_reference_samples",
+        "0",
+        "--fid_statistics_cache",
+        str(statistics_cache),
+        "--num_workers",
+        "0",
     ]
-    evaluate_generation_script.main(arguments + [
-        "--reference", "builtin:shapes", "--reference_num_samples", "48", "--save_npz", str(npz), "--save_images", "20",
-    ])
+    evaluate_generation_script.main(
+        arguments
+        + [
+            "--reference",
+            "builtin:shapes",
+            "--reference_num_samples",
+            "48",
+            "--save_npz",
+            str(npz),
+            "--save_images",
+            "20",
+        ]
+    )
     plan = make_sample_plan(5, 20, "random", NUM_CLASSES)
 
     # numpy.load reads it as ADM's evaluator does: arr_0 uint8 NHWC in sample order, arr_1 the labels.
@@ -373,8 +515,9 @@ def test_adm_recipe_writes_the_npz_adms_evaluator_reads_and_records_every_choice
     # A resume with save_npz and chunks that lack image files regenerates those chunks only.
     for image_file in (output / "cfg-1").glob("images-*.npz"):
         image_file.unlink()
-    again = evaluate_generation_script.main(arguments + ["--reference", str(statistics_only), "--resume",
-                                                         "--save_npz", str(tmp_path / "again.npz")])
+    again = evaluate_generation_script.main(
+        arguments + ["--reference", str(statistics_only), "--resume", "--save_npz", str(tmp_path / "again.npz")]
+    )
     assert again["rows"][0]["chunks_generated_this_run"] == 2
     with np.load(tmp_path / "again.npz") as stored:
         assert np.array_equal(stored["arr_0"], images)
@@ -393,14 +536,20 @@ def test_reference_npz_statistics_choose_between_stored_and_computed(standin, tm
     np.testing.assert_allclose(computed.mean, features.mean(0), rtol=1e-10)
     np.testing.assert_allclose(computed.covariance, np.cov(features, rowvar=False), rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(computed.precision_recall_features, features[[4 * i for i in range(10)]], rtol=1e-5)
-    assert computed.description["statistics_num_images"] == 40 and computed.description["arr_0_shape"] == [40, 16, 16, 3]
+    assert computed.description["statistics_num_images"] == 40 and computed.description["arr_0_shape"] == [
+        40,
+        16,
+        16,
+        3,
+    ]
     assert any("stored mu/sigma are ignored" in note for note in notes)
     assert any("arr_0 images are 16x16 but the samples are 32x32" in warning for warning in warnings_list)
     # Foreign mu/sigma against clean features of a real network: the mix of preprocessings is warned about; in
     # legacy_tensorflow mode it is the designed combination (a note).
     for mode, expected in (("clean", "mixes two preprocessings"), ("legacy_tensorflow", "designed to reproduce ADM")):
-        real = GenerationFeatureExtractor(build_fid_feature_extractor(
-            "local-inception", network=standin.fid.network, inception_mode=mode))
+        real = GenerationFeatureExtractor(
+            build_fid_feature_extractor("local-inception", network=standin.fid.network, inception_mode=mode)
+        )
         notes, warnings_list = [], []
         load_reference_npz(both, real, 0, 8, notes, warnings_list)
         assert any(expected in message for message in notes + warnings_list), mode
@@ -425,8 +574,9 @@ def test_reference_npz_bad_inputs_name_the_file_and_the_fix(standin, tmp_path):
     with pytest.raises(ValueError, match=r"'mu_sigma' but .*images.npz has no mu/sigma.*'auto' or 'arr_0'"):
         load_reference_npz(write("images.npz", arr_0=images), standin, 0, 8, [], [], statistics="mu_sigma")
     with pytest.raises(ValueError, match=r"'arr_0' but .*stats.npz has no arr_0"):
-        load_reference_npz(write("stats.npz", mu=np.zeros(32), sigma=np.eye(32)), standin, 0, 8, [], [],
-                           statistics="arr_0")
+        load_reference_npz(
+            write("stats.npz", mu=np.zeros(32), sigma=np.eye(32)), standin, 0, 8, [], [], statistics="arr_0"
+        )
     with pytest.raises(ValueError, match=r"one.npz: arr_0 holds 1 image\(s\); reference statistics need at least 2"):
         load_reference_npz(write("one.npz", arr_0=images[:1]), standin, 0, 8, [], [])
     with pytest.raises(FileNotFoundError, match="missing.npz does not exist.*VIRTUAL_imagenet256_labeled.npz"):
@@ -440,7 +590,9 @@ def test_reference_npz_bad_inputs_name_the_file_and_the_fix(standin, tmp_path):
     save_reference_statistics(ours, statistics, {"source": "x", "feature_extractor": "random-inception-standin"})
     assert load_reference_npz(ours, standin, 0, 8, [], []).description["statistics_num_images"] == 40
     legacy = build_generation_feature_extractor("random-inception-standin", inception_mode="legacy_tensorflow")
-    with pytest.raises(ValueError, match="inception_mode 'clean', but the samples are measured with .* in 'legacy_tens"):
+    with pytest.raises(
+        ValueError, match="inception_mode 'clean', but the samples are measured with .* in 'legacy_tens"
+    ):
         load_reference_npz(ours, legacy, 0, 8, [], [])
     with pytest.raises(ValueError, match="reference_npz_statistics must be one of"):
         GenerationEvaluationConfig(reference_npz_statistics="stored")
@@ -462,18 +614,31 @@ def test_inception_mode_is_passed_through_recorded_and_checked(tiny_pipeline_dir
         assert extractor.fid.network.resize_inside is (mode == "legacy_tensorflow")
         build_fid_feature_extractor("local", network=network, inception_mode=mode)(images)
         assert seen[-1] == shape  # legacy_tensorflow: the network gets the images at their own size
-    with pytest.raises(ValueError, match=r"Unknown inception_mode 'tensorflow'; choose 'clean' .* or 'legacy_tensorflow'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown inception_mode 'tensorflow'; choose 'clean' .* or 'legacy_tensorflow'"
+    ):
         GenerationEvaluationConfig(inception_mode="tensorflow")
     with pytest.raises(ValueError, match="Unknown inception_mode 'legacy_pytorch'"):
         build_generation_feature_extractor("random-inception-standin", inception_mode="legacy_pytorch")
     # An injected extractor must preprocess as the config says (fails before any sample).
-    with pytest.raises(ValueError, match="preprocesses in inception_mode 'clean', but the config asks for 'legacy_tensorflow'"):
-        evaluate_generation(_config(tiny_pipeline_dir, statistics_cache, inception_mode="legacy_tensorflow"),
-                            tmp_path / "out", feature_extractor=standin)
+    with pytest.raises(
+        ValueError, match="preprocesses in inception_mode 'clean', but the config asks for 'legacy_tensorflow'"
+    ):
+        evaluate_generation(
+            _config(tiny_pipeline_dir, statistics_cache, inception_mode="legacy_tensorflow"),
+            tmp_path / "out",
+            feature_extractor=standin,
+        )
     # The fingerprint (resume) tells the modes and guidance channels apart; at their defaults it is unchanged.
     config = GenerationEvaluationConfig()
-    arguments = (config, 1.0, {"transformer": {"fingerprint": "t"}, "vae": {"fingerprint": "v"}}, {"shift": 1.0},
-                 "clean-fid-inception", (256, 256))
+    arguments = (
+        config,
+        1.0,
+        {"transformer": {"fingerprint": "t"}, "vae": {"fingerprint": "v"}},
+        {"shift": 1.0},
+        "clean-fid-inception",
+        (256, 256),
+    )
     default = generation_fingerprint(*arguments)
     assert generation_fingerprint(*arguments, "clean") == default
     assert generation_fingerprint(*arguments, "legacy_tensorflow") != default
@@ -483,14 +648,29 @@ def test_inception_mode_is_passed_through_recorded_and_checked(tiny_pipeline_dir
 class _PipelineWithoutGuidanceChannels:
     transformer = type("Transformer", (), {"config": type("Config", (), {"in_channels": 4, "sample_size": 2})()})()
 
-    def __call__(self, class_labels, guidance_scale=1.0, guidance_interval=(0.0, 1.0), num_inference_steps=50,
-                 latents=None, output_type="pil"):
+    def __call__(
+        self,
+        class_labels,
+        guidance_scale=1.0,
+        guidance_interval=(0.0, 1.0),
+        num_inference_steps=50,
+        latents=None,
+        output_type="pil",
+    ):
         raise AssertionError("not called in these tests")
 
 
 class _PipelineWithGuidanceChannels(_PipelineWithoutGuidanceChannels):
-    def __call__(self, class_labels, guidance_scale=1.0, guidance_interval=(0.0, 1.0), guidance_channels=None,
-                 num_inference_steps=50, latents=None, output_type="pil"):
+    def __call__(
+        self,
+        class_labels,
+        guidance_scale=1.0,
+        guidance_interval=(0.0, 1.0),
+        guidance_channels=None,
+        num_inference_steps=50,
+        latents=None,
+        output_type="pil",
+    ):
         raise AssertionError("not called in these tests")
 
 
@@ -504,7 +684,9 @@ class _RecordingPipeline(_PipelineWithoutGuidanceChannels):
         return type("Output", (), {"images": images})()
 
 
-def test_guidance_channels_is_passed_only_when_given_and_checked(tiny_pipeline_dir, statistics_cache, standin, tmp_path):
+def test_guidance_channels_is_passed_only_when_given_and_checked(
+    tiny_pipeline_dir, statistics_cache, standin, tmp_path
+):
     plan = make_sample_plan(0, 4, "random", NUM_CLASSES)
     recording = _RecordingPipeline()
     generate_chunk(recording, plan, 0, 4, 4, 2.0, (0.0, 1.0), 1, standin)
@@ -530,8 +712,14 @@ def test_guidance_channels_is_passed_only_when_given_and_checked(tiny_pipeline_d
 
     if "guidance_channels" not in inspect.signature(AlignTokDiTPipeline.__call__).parameters:
         pytest.skip("AlignTokDiTPipeline.__call__ has no guidance_channels argument in this version")
-    config = _config(tiny_pipeline_dir, statistics_cache, num_samples=10, guidance_scale=2.0, guidance_channels=3,
-                     precision_recall_reference_samples=0)
+    config = _config(
+        tiny_pipeline_dir,
+        statistics_cache,
+        num_samples=10,
+        guidance_scale=2.0,
+        guidance_channels=3,
+        precision_recall_reference_samples=0,
+    )
     results = evaluate_generation(config, tmp_path / "channels")
     assert results["settings"]["guidance_channels"] == results["settings"]["guidance_channels_effective"] == 3
     assert "guidance channels 3" in (tmp_path / "channels" / "results.md").read_text()
@@ -540,11 +728,20 @@ def test_guidance_channels_is_passed_only_when_given_and_checked(tiny_pipeline_d
 def test_protocol_record_names_what_differs_from_the_adm_combination():
     from diffusers_aligntok.evaluation.fid import RandomInceptionStandIn
 
-    real = GenerationFeatureExtractor(build_fid_feature_extractor(
-        "local-inception", network=RandomInceptionStandIn(resize_inside=True), inception_mode="legacy_tensorflow"))
-    adm = Reference(np.zeros(2), np.eye(2), None, {"kind": "npz", "statistics_source": "mu_sigma",
-                                                   "file_name": "VIRTUAL_imagenet256_labeled.npz"})
-    config = GenerationEvaluationConfig(label_sampling="random", num_samples=50_000, inception_mode="legacy_tensorflow")
+    real = GenerationFeatureExtractor(
+        build_fid_feature_extractor(
+            "local-inception", network=RandomInceptionStandIn(resize_inside=True), inception_mode="legacy_tensorflow"
+        )
+    )
+    adm = Reference(
+        np.zeros(2),
+        np.eye(2),
+        None,
+        {"kind": "npz", "statistics_source": "mu_sigma", "file_name": "VIRTUAL_imagenet256_labeled.npz"},
+    )
+    config = GenerationEvaluationConfig(
+        label_sampling="random", num_samples=50_000, inception_mode="legacy_tensorflow"
+    )
     protocol = describe_protocol(config, real, adm)
     assert protocol["adm_comparable"] is True and protocol["unmet"] == []
     assert protocol["reference_file"] == "VIRTUAL_imagenet256_labeled.npz"
@@ -567,11 +764,17 @@ def test_cfg_sweep_reports_the_scale_with_the_lowest_gfid(tiny_pipeline_dir, sta
     def fake_metrics(guidance_scale, scale_dir, plan, reference, **kwargs):
         calls.append(guidance_scale)
         chunks = list(iterate_chunks(scale_dir, plan, kwargs["samples_per_chunk"]))
-        return {"gfid": 10.0 + (guidance_scale - 1.5) ** 2, "inception_score": {"mean": guidance_scale, "std": 0.0},
-                "precision": None, "recall": None, "num_samples": sum(len(arrays["labels"]) for arrays in chunks)}
+        return {
+            "gfid": 10.0 + (guidance_scale - 1.5) ** 2,
+            "inception_score": {"mean": guidance_scale, "std": 0.0},
+            "precision": None,
+            "recall": None,
+            "num_samples": sum(len(arrays["labels"]) for arrays in chunks),
+        }
 
-    config = _config(tiny_pipeline_dir, statistics_cache, num_samples=10, cfg_sweep=scales,
-                     precision_recall_reference_samples=0)
+    config = _config(
+        tiny_pipeline_dir, statistics_cache, num_samples=10, cfg_sweep=scales, precision_recall_reference_samples=0
+    )
     results = evaluate_generation(config, tmp_path / "sweep", metrics_function=fake_metrics)
     assert calls == scales
     assert results["best_guidance_scale"] == 1.5 and results["metrics"]["gfid"] == 10.0
@@ -587,8 +790,12 @@ def test_cfg_sweep_reports_the_scale_with_the_lowest_gfid(tiny_pipeline_dir, sta
 
 
 def test_select_best_guidance_scale_ignores_missing_and_nan():
-    rows = [{"guidance_scale": 1.0, "gfid": float("nan")}, {"guidance_scale": 1.5, "gfid": 3.0},
-            {"guidance_scale": 2.0, "gfid": None}, {"guidance_scale": 2.5, "gfid": 2.0}]
+    rows = [
+        {"guidance_scale": 1.0, "gfid": float("nan")},
+        {"guidance_scale": 1.5, "gfid": 3.0},
+        {"guidance_scale": 2.0, "gfid": None},
+        {"guidance_scale": 2.5, "gfid": 2.0},
+    ]
     assert select_best_guidance_scale(rows)["guidance_scale"] == 2.5
     assert select_best_guidance_scale([{"gfid": None}]) is None
 
@@ -606,8 +813,9 @@ def test_guidance_interval_and_sweep_are_checked():
     with pytest.raises(ValueError, match="lists a scale twice"):
         GenerationEvaluationConfig(cfg_sweep=[1.0, 1.5, 1.0])
     with pytest.raises(SystemExit):
-        evaluate_generation_script.parse_args(["--pipeline", "p", "--output_dir", "o", "--guidance_scale", "2",
-                                               "--cfg_sweep", "1,2"])
+        evaluate_generation_script.parse_args(
+            ["--pipeline", "p", "--output_dir", "o", "--guidance_scale", "2", "--cfg_sweep", "1,2"]
+        )
 
 
 def test_balanced_sampling_needs_a_multiple_of_the_class_count(tiny_pipeline_dir, statistics_cache, tmp_path):
@@ -620,7 +828,9 @@ def test_balanced_sampling_needs_a_multiple_of_the_class_count(tiny_pipeline_dir
 
 
 def test_num_classes_mismatch_names_both_sides(tiny_pipeline_dir, statistics_cache, tmp_path):
-    with pytest.raises(ValueError, match="num_classes=1000 was requested but the pipeline's transformer has num_classes=10"):
+    with pytest.raises(
+        ValueError, match="num_classes=1000 was requested but the pipeline's transformer has num_classes=10"
+    ):
         evaluate_generation(_config(tiny_pipeline_dir, statistics_cache, num_classes=1000), tmp_path / "out")
 
 

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from diffusers_aligntok import AlignedAutoencoderKL
-from diffusers_aligntok.evaluation import LatentStatistics, compute_latent_statistics, load_tokenizer, write_latent_statistics
+from diffusers_aligntok.evaluation import (
+    LatentStatistics,
+    compute_latent_statistics,
+    load_tokenizer,
+    write_latent_statistics,
+)
 from diffusers_aligntok.evaluation.streaming import build_evaluation_dataset
 
 
@@ -63,7 +68,9 @@ def test_written_statistics_round_trip_through_from_pretrained(tiny_aligntok_dir
         assert model.config.latents_mean == pytest.approx(statistics.mean.tolist())
         assert model.config.scaling_factor == 1.0 and written["shift_factor"] == 0.0
         torch.testing.assert_close(per_channel.mean(1), torch.zeros(8, dtype=torch.float64), atol=1e-5, rtol=0)
-        torch.testing.assert_close(per_channel.std(1, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            per_channel.std(1, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-5, rtol=0
+        )
     else:
         assert model.config.latents_mean is None
         assert model.config.shift_factor == pytest.approx(statistics.global_mean)
@@ -87,12 +94,25 @@ def test_compute_latent_statistics_command_writes_the_config(tiny_aligntok_dir, 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_aligntok_dir, model_dir)
     script = _load_script("compute_latent_statistics")
-    summary = script.main([
-        "--model", str(model_dir), "--data", "builtin:shapes", "--num_samples", "12", "--batch_size", "6",
-        "--write", "--output_json", str(tmp_path / "stats.json"),
-    ])
+    summary = script.main(
+        [
+            "--model",
+            str(model_dir),
+            "--data",
+            "builtin:shapes",
+            "--num_samples",
+            "12",
+            "--batch_size",
+            "6",
+            "--write",
+            "--output_json",
+            str(tmp_path / "stats.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "shift_factor" in printed and "scaling_factor" in printed and "Wrote per-channel" in printed
     assert summary["statistics"]["num_images"] == 12 and summary["data"]["resolution"] == 32  # the model's sample_size
     stored = json.loads((tmp_path / "stats.json").read_text())
-    assert AlignedAutoencoderKL.load_config(model_dir)["latents_std"] == pytest.approx(stored["statistics"]["latents_std"])
+    assert AlignedAutoencoderKL.load_config(model_dir)["latents_std"] == pytest.approx(
+        stored["statistics"]["latents_std"]
+    )

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from diffusers_aligntok import AlignedAutoencoderKL
-from diffusers_aligntok.evaluation import AlignTokEncoderFeatures, LinearProbeConfig, cknna, latent_probe_features, linear_probe
+from diffusers_aligntok.evaluation import (
+    AlignTokEncoderFeatures,
+    LinearProbeConfig,
+    cknna,
+    latent_probe_features,
+    linear_probe,
+)
 
 
 def _class_latents(num_per_class: int = 40, num_classes: int = 4, seed: int = 0):
@@ -74,7 +80,9 @@ def test_aligntok_encoder_features_are_mean_pooled_patch_tokens(tiny_vae):
     assert features.shape == (3, tiny_vae.config.encoder_config["hidden_size"])
     # Same encoder input as the tokenizer's own encode: normalised, resized to the 8x8 latent grid (patch 3 -> 24 px).
     pixels = tiny_vae._normalize_for_encoder(images)
-    pixels = torch.nn.functional.interpolate(pixels, size=(24, 24), mode="bicubic", align_corners=False, antialias=True)
+    pixels = torch.nn.functional.interpolate(
+        pixels, size=(24, 24), mode="bicubic", align_corners=False, antialias=True
+    )
     tokens = tiny_vae.encoder(pixel_values=pixels).last_hidden_state[:, 1:]
     torch.testing.assert_close(features, tokens.mean(1))
     assert isinstance(tiny_vae, AlignedAutoencoderKL)

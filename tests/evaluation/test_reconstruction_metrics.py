@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from diffusers_aligntok.evaluation import PSNR_CAP_DB, ReconstructionMetricSums, prepare_images, psnr, quantize_reconstructions, ssim
+from diffusers_aligntok.evaluation import (
+    PSNR_CAP_DB,
+    ReconstructionMetricSums,
+    prepare_images,
+    psnr,
+    quantize_reconstructions,
+    ssim,
+)
 
 
 def test_identical_images_give_the_psnr_cap_ssim_one_and_lpips_zero(random_trunk_lpips):

@@ -5,7 +5,13 @@ import json
 import pytest
 import torch
 
-from diffusers_aligntok.evaluation import FLUX_VAE_CONFIG, TokenizerAdapter, adapter_for_model, build_random_flux_vae, load_tokenizer
+from diffusers_aligntok.evaluation import (
+    FLUX_VAE_CONFIG,
+    TokenizerAdapter,
+    adapter_for_model,
+    build_random_flux_vae,
+    load_tokenizer,
+)
 from diffusers_aligntok.evaluation.tokenizer_adapters import (
     AlignedAutoencoderKLAdapter,
     AutoencoderKLAdapter,
@@ -69,10 +75,17 @@ def test_autoencoder_dc_and_rae_adapters():
 
     torch.manual_seed(0)
     dc = AutoencoderDC(
-        latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "ResBlock"),
-        decoder_block_types=("ResBlock", "ResBlock"), encoder_block_out_channels=(8, 16),
-        decoder_block_out_channels=(8, 16), encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
-        encoder_qkv_multiscales=((), ()), decoder_qkv_multiscales=((), ()), decoder_norm_types="rms_norm",
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types=("ResBlock", "ResBlock"),
+        decoder_block_types=("ResBlock", "ResBlock"),
+        encoder_block_out_channels=(8, 16),
+        decoder_block_out_channels=(8, 16),
+        encoder_layers_per_block=(1, 1),
+        decoder_layers_per_block=(1, 1),
+        encoder_qkv_multiscales=((), ()),
+        decoder_qkv_multiscales=((), ()),
+        decoder_norm_types="rms_norm",
         decoder_act_fns="silu",
     )
     adapter = adapter_for_model(dc)
@@ -80,8 +93,14 @@ def test_autoencoder_dc_and_rae_adapters():
     torch.testing.assert_close(adapter.encode(_images()), dc.encode(_images()).latent)
 
     rae = AutoencoderRAE(
-        encoder_hidden_size=64, encoder_patch_size=14, encoder_num_hidden_layers=1, decoder_hidden_size=32,
-        decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64, patch_size=8,
+        encoder_hidden_size=64,
+        encoder_patch_size=14,
+        encoder_num_hidden_layers=1,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        patch_size=8,
         encoder_input_size=28,
     )
     adapter = adapter_for_model(rae, name="tiny-rae")

@@ -31,7 +31,9 @@ def _tiny_dit_pipeline(vae, seed: int):
     from diffusers_aligntok import AlignTokDiTPipeline, LightningDiTTransformer2DModel
 
     torch.manual_seed(seed)
-    transformer = LightningDiTTransformer2DModel.from_preset("tiny", in_channels=8, sample_size=8, num_classes=NUM_CLASSES)
+    transformer = LightningDiTTransformer2DModel.from_preset(
+        "tiny", in_channels=8, sample_size=8, num_classes=NUM_CLASSES
+    )
     with torch.no_grad():  # adaLN-zero starts at zero: perturb so samples depend on the weights
         for parameter in transformer.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
@@ -47,8 +49,10 @@ def _build_tokenizer_run(root: Path) -> Path:
         config = {"stage": stage, **config_to_dict(load_stage_config(CONFIGS / "tiny_cpu.yaml", stage))}
         config["model"]["foundation_encoder"] = FOUNDATION_ENCODER
         _write_json(root / f"stage{stage}" / "training_config.json", config)
-        _write_json(root / f"stage{stage}" / "metrics.json",
-                    {"stage": stage, "global_step": 4, "validation_psnr": 10.0 + stage, "num_processes": 1})
+        _write_json(
+            root / f"stage{stage}" / "metrics.json",
+            {"stage": stage, "global_step": 4, "validation_psnr": 10.0 + stage, "num_processes": 1},
+        )
     torch.manual_seed(0)
     AlignedAutoencoderKL.from_preset("tiny").save_pretrained(root / "stage3" / "model")
     return root / "stage3" / "model"
@@ -66,8 +70,14 @@ def _build_dit_run(root: Path, tokenizer_dir: Path, cache_dir: Path, seed: int =
     config = config_to_dict(load_dit_config(CONFIGS / "dit_tiny_cpu.yaml"))
     config["data"]["cache_dir"], config["validation"]["tokenizer"] = str(cache_dir), str(tokenizer_dir)
     _write_json(root / "training_config.json", config)
-    _write_json(root / "metrics.json", {"global_step": 200, "num_parameters": sum(p.numel() for p in pipeline.transformer.parameters()),
-                                        "num_processes": 1})
+    _write_json(
+        root / "metrics.json",
+        {
+            "global_step": 200,
+            "num_parameters": sum(p.numel() for p in pipeline.transformer.parameters()),
+            "num_processes": 1,
+        },
+    )
     return root / "pipeline"
 
 
@@ -110,12 +120,27 @@ def hub_assets(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(2)
     AlignedAutoencoderKL.from_preset("tiny").save_pretrained(root / "runs" / "unevaluated" / "model")
     cache_dir = root / "cache"
-    _write_json(cache_dir / "metadata.json", {
-        "tokenizer": {"path": str(tokenizer), "class_name": "AlignedAutoencoderKL", "fingerprint": "0123456789abcdef"},
-        "latent_statistics": {"source": "measured over this cache"}, "latent_shape": [8, 8, 8], "num_samples": 64,
-        "num_classes": NUM_CLASSES, "flipped": True,
-        "data": {"source": "builtin:shapes", "split": "train", "resolution": 32, "description": "builtin:shapes (n=64, seed=0)"},
-    })
+    _write_json(
+        cache_dir / "metadata.json",
+        {
+            "tokenizer": {
+                "path": str(tokenizer),
+                "class_name": "AlignedAutoencoderKL",
+                "fingerprint": "0123456789abcdef",
+            },
+            "latent_statistics": {"source": "measured over this cache"},
+            "latent_shape": [8, 8, 8],
+            "num_samples": 64,
+            "num_classes": NUM_CLASSES,
+            "flipped": True,
+            "data": {
+                "source": "builtin:shapes",
+                "split": "train",
+                "resolution": 32,
+                "description": "builtin:shapes (n=64, seed=0)",
+            },
+        },
+    )
     dit = _build_dit_run(root / "runs" / "dit", tokenizer, cache_dir)
     other_dit = _build_dit_run(root / "runs" / "other_dit", tokenizer, cache_dir, seed=5)
     t2i = _build_t2i_run(root / "runs" / "t2i", tokenizer)
@@ -123,32 +148,75 @@ def hub_assets(tmp_path_factory) -> dict[str, Path]:
     cache = root / "fid_cache"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stand-in networks and tiny sample counts warn, as they should
-        evaluate_tokenizers(TokenizerEvaluationConfig(
-            tokenizers=[str(tokenizer), str(root / "runs" / "peer" / "model")], data="builtin:shapes", resolution=32,
-            num_samples=40, batch_size=20, num_workers=0, feature_extractor="random-inception-standin", perceptual=None,
-            fid_statistics_cache=str(cache), num_visualization_images=0), root / "eval" / "tokenizer")
-        generation = dict(num_samples=20, batch_size=10, samples_per_chunk=10, num_inference_steps=2,
-                          reference="builtin:shapes", reference_num_samples=40, precision_recall_reference_samples=20,
-                          feature_extractor="random-inception-standin", fid_statistics_cache=str(cache), num_workers=0)
-        evaluate_generation(GenerationEvaluationConfig(pipeline=str(dit), cfg_sweep=[1.0, 2.0], **generation),
-                            root / "eval" / "dit")
-        evaluate_generation(GenerationEvaluationConfig(pipeline=str(other_dit), **generation), root / "eval" / "other_dit")
+        evaluate_tokenizers(
+            TokenizerEvaluationConfig(
+                tokenizers=[str(tokenizer), str(root / "runs" / "peer" / "model")],
+                data="builtin:shapes",
+                resolution=32,
+                num_samples=40,
+                batch_size=20,
+                num_workers=0,
+                feature_extractor="random-inception-standin",
+                perceptual=None,
+                fid_statistics_cache=str(cache),
+                num_visualization_images=0,
+            ),
+            root / "eval" / "tokenizer",
+        )
+        generation = {
+            "num_samples": 20,
+            "batch_size": 10,
+            "samples_per_chunk": 10,
+            "num_inference_steps": 2,
+            "reference": "builtin:shapes",
+            "reference_num_samples": 40,
+            "precision_recall_reference_samples": 20,
+            "feature_extractor": "random-inception-standin",
+            "fid_statistics_cache": str(cache),
+            "num_workers": 0,
+        }
+        evaluate_generation(
+            GenerationEvaluationConfig(pipeline=str(dit), cfg_sweep=[1.0, 2.0], **generation), root / "eval" / "dit"
+        )
+        evaluate_generation(
+            GenerationEvaluationConfig(pipeline=str(other_dit), **generation), root / "eval" / "other_dit"
+        )
         save_random_clip_standin(root / "clip")
         save_shapes_image_folder(root / "reference", num_images=8, resolution=32, seed=1)
         (root / "prompts.txt").write_text("a red circle\na blue square\n")
-        evaluate_text_to_image(TextToImageEvaluationConfig(
-            pipeline=str(t2i), prompts=str(root / "prompts.txt"), height=32, width=32, num_inference_steps=2,
-            guidance_scale=2.0, max_sequence_length=16, batch_size=2, samples_per_chunk=2,
-            reference_dir=str(root / "reference"), feature_extractor="random-inception-standin",
-            fid_statistics_cache=str(cache), clip_model=str(root / "clip"), save_grid=0, num_workers=0),
-            root / "eval" / "t2i")
+        evaluate_text_to_image(
+            TextToImageEvaluationConfig(
+                pipeline=str(t2i),
+                prompts=str(root / "prompts.txt"),
+                height=32,
+                width=32,
+                num_inference_steps=2,
+                guidance_scale=2.0,
+                max_sequence_length=16,
+                batch_size=2,
+                samples_per_chunk=2,
+                reference_dir=str(root / "reference"),
+                feature_extractor="random-inception-standin",
+                fid_statistics_cache=str(cache),
+                clip_model=str(root / "clip"),
+                save_grid=0,
+                num_workers=0,
+            ),
+            root / "eval" / "t2i",
+        )
     return {
-        "root": root, "tokenizer": tokenizer, "peer": root / "runs" / "peer" / "model",
+        "root": root,
+        "tokenizer": tokenizer,
+        "peer": root / "runs" / "peer" / "model",
         "unevaluated": root / "runs" / "unevaluated" / "model",
-        "dit_pipeline": dit, "dit_transformer": dit.parent / "transformer", "other_dit_pipeline": other_dit,
-        "t2i_pipeline": t2i, "t2i_transformer": t2i.parent / "transformer",
+        "dit_pipeline": dit,
+        "dit_transformer": dit.parent / "transformer",
+        "other_dit_pipeline": other_dit,
+        "t2i_pipeline": t2i,
+        "t2i_transformer": t2i.parent / "transformer",
         "tokenizer_json": root / "eval" / "tokenizer" / "results.json",
-        "dit_json": root / "eval" / "dit" / "results.json", "other_dit_json": root / "eval" / "other_dit" / "results.json",
+        "dit_json": root / "eval" / "dit" / "results.json",
+        "other_dit_json": root / "eval" / "other_dit" / "results.json",
         "t2i_json": root / "eval" / "t2i" / "results.json",
     }
 

@@ -127,8 +127,9 @@ class HubStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # loopback only, a free port
         self._server.daemon_threads = True
         # A short poll interval: `shutdown` waits for it, once per test.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="hub-stand-in", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-stand-in", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -160,7 +161,9 @@ class HubStandIn:
                 for route_method, pattern, name in _ROUTES:
                     match = pattern.match(path)
                     if route_method == method and match:
-                        arguments = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
+                        arguments = {
+                            key: unquote(value) for key, value in match.groupdict().items() if value is not None
+                        }
                         return 200, {}, getattr(self, name)(body=body, **arguments)
                 raise _HubError(404, f"The stand-in Hub does not implement {method} {path}")
             except _HubError as error:
@@ -215,8 +218,12 @@ class HubStandIn:
         stored = self._repo(repo)
         self._branch(stored, revision)
         files = json.loads(body)["files"]
-        return {"files": [{"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                          for item in files], "commitOid": stored.heads[revision]}
+        return {
+            "files": [
+                {"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for item in files
+            ],
+            "commitOid": stored.heads[revision],
+        }
 
     def _commit(self, body: bytes, repo: str, revision: str) -> dict:
         stored = self._repo(repo)
@@ -244,20 +251,31 @@ class HubStandIn:
         files.update(added)
         oid = self._new_oid(stored.heads[branch], header.get("summary", ""), *sorted(added))
         stored.heads[branch] = oid
-        stored.commits.append(StandInCommit(oid, branch, header.get("summary", ""), header.get("description", ""),
-                                            added, deleted))
+        stored.commits.append(
+            StandInCommit(oid, branch, header.get("summary", ""), header.get("description", ""), added, deleted)
+        )
         return {"commitUrl": f"{self.endpoint}/{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
 
     def _refs(self, body: bytes, repo: str) -> dict:
         stored = self._repo(repo)
-        return {"branches": [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": stored.heads[name]}
-                             for name in stored.branches], "converts": [], "tags": []}
+        return {
+            "branches": [
+                {"name": name, "ref": f"refs/heads/{name}", "targetCommit": stored.heads[name]}
+                for name in stored.branches
+            ],
+            "converts": [],
+            "tags": [],
+        }
 
     def _repo_info(self, body: bytes, repo: str, revision: str = "main") -> dict:
         stored = self._repo(repo)
         branch = self._branch(stored, revision)
-        return {"id": repo, "private": stored.private, "sha": stored.heads[branch],
-                "siblings": [{"rfilename": name} for name in sorted(stored.branches[branch])]}
+        return {
+            "id": repo,
+            "private": stored.private,
+            "sha": stored.heads[branch],
+            "siblings": [{"rfilename": name} for name in sorted(stored.branches[branch])],
+        }
 
     def _whoami(self, body: bytes) -> dict:
         return {"type": "user", "name": self.user, "auth": {"type": "access_token", "accessToken": {"role": "write"}}}
@@ -317,8 +335,12 @@ def local_hub(monkeypatch, tmp_path) -> HubStandIn:
         monkeypatch.setattr(constants, "HF_XET_CACHE", str(home / "xet"))
         monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
         monkeypatch.setattr(_detect_agent, "_registry", {"standardEnvVars": [], "harnesses": {}})
-        for name, value in (("HF_ENDPOINT", hub.endpoint), ("HF_HUB_OFFLINE", "0"), ("HF_HOME", str(home)),
-                            ("HF_XET_CACHE", str(home / "xet"))):
+        for name, value in (
+            ("HF_ENDPOINT", hub.endpoint),
+            ("HF_HUB_OFFLINE", "0"),
+            ("HF_HOME", str(home)),
+            ("HF_XET_CACHE", str(home / "xet")),
+        ):
             monkeypatch.setenv(name, value)
         for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
             monkeypatch.delenv(name, raising=False)

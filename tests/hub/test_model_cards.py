@@ -23,7 +23,11 @@ def _parsed(card) -> dict:
 
 def _metrics(metadata: dict) -> dict[str, float]:
     """`{metric name: value}` over the model-index."""
-    return {metric["name"]: metric["value"] for result in metadata["model-index"][0]["results"] for metric in result["metrics"]}
+    return {
+        metric["name"]: metric["value"]
+        for result in metadata["model-index"][0]["results"]
+        for metric in result["metrics"]
+    }
 
 
 def _usage_code(card) -> str:
@@ -32,7 +36,9 @@ def _usage_code(card) -> str:
 
 def test_tokenizer_card_metadata_is_the_configs_and_the_json(hub_assets):
     results = load_json(hub_assets["tokenizer_json"])
-    card = render_model_card(hub_assets["tokenizer"], "me/tiny-aligntok", evaluation_json=[hub_assets["tokenizer_json"]])
+    card = render_model_card(
+        hub_assets["tokenizer"], "me/tiny-aligntok", evaluation_json=[hub_assets["tokenizer_json"]]
+    )
     metadata = _parsed(card)
     assert metadata["library_name"] == "diffusers" and metadata["license"] == "apache-2.0"
     assert metadata["base_model"] == FOUNDATION_ENCODER  # stage 1's model.foundation_encoder
@@ -41,8 +47,11 @@ def test_tokenizer_card_metadata_is_the_configs_and_the_json(hub_assets):
     assert "datasets" not in metadata  # builtin:shapes is no hub dataset
     this = results["tokenizers"][0]["metrics"]
     assert _metrics(metadata) == {
-        "rFID (stand-in network: not rFID)": this["rfid"], "PSNR (dB)": this["psnr"], "SSIM": this["ssim"],
-        "CKNNA": this["cknna"], "Linear probe top-1 accuracy (fraction)": this["linear_probe"]["top1"],
+        "rFID (stand-in network: not rFID)": this["rfid"],
+        "PSNR (dB)": this["psnr"],
+        "SSIM": this["ssim"],
+        "CKNNA": this["cknna"],
+        "Linear probe top-1 accuracy (fraction)": this["linear_probe"]["top1"],
     }
     types = {metric["type"] for metric in metadata["model-index"][0]["results"][0]["metrics"]}
     assert "rfid-standin" in types and "rfid" not in types  # a stand-in's number never poses as an rFID
@@ -62,8 +71,11 @@ def test_tokenizer_card_metadata_is_the_configs_and_the_json(hub_assets):
 
 def test_class_conditional_pipeline_card_reports_every_cfg_row_and_its_protocol(hub_assets):
     results = load_json(hub_assets["dit_json"])
-    card = render_model_card(hub_assets["dit_pipeline"], "me/tiny-dit",
-                             evaluation_json=[hub_assets["dit_json"], hub_assets["tokenizer_json"]])
+    card = render_model_card(
+        hub_assets["dit_pipeline"],
+        "me/tiny-dit",
+        evaluation_json=[hub_assets["dit_json"], hub_assets["tokenizer_json"]],
+    )
     metadata = _parsed(card)
     assert metadata["pipeline_tag"] == "unconditional-image-generation" and metadata["library_name"] == "diffusers"
     assert {"lightningdit", "class-conditional", "pipeline"} <= set(metadata["tags"])
@@ -71,7 +83,10 @@ def test_class_conditional_pipeline_card_reports_every_cfg_row_and_its_protocol(
     for row in results["rows"]:
         scale = f"{row['guidance_scale']:g}"
         assert metrics[f"gFID (stand-in network: not gFID) (CFG {scale})"] == row["gfid"]
-        assert metrics[f"Inception Score (stand-in network: not Inception Score) (CFG {scale})"] == row["inception_score"]["mean"]
+        assert (
+            metrics[f"Inception Score (stand-in network: not Inception Score) (CFG {scale})"]
+            == row["inception_score"]["mean"]
+        )
         assert metrics[f"Precision (stand-in network: not Precision) (CFG {scale})"] == row["precision"]
     # The tokenizer's numbers are labelled as the vae/'s, not the pipeline's own.
     tokenizer = load_json(hub_assets["tokenizer_json"])["tokenizers"][0]["metrics"]
@@ -83,7 +98,10 @@ def test_class_conditional_pipeline_card_reports_every_cfg_row_and_its_protocol(
     assert all(condition in text for condition in protocol["unmet"])
     assert "2 steps" in text and "`balanced` labels over 10 classes" in text
     # The DiT recipe (its training_config.json) and the tokenizer's stages (found through validation.tokenizer).
-    assert "| optimiser | AdamW lr 0.001, betas (0.9, 0.95)" in text and "| EMA decay (the saved weights) | 0.99 |" in text
+    assert (
+        "| optimiser | AdamW lr 0.001, betas (0.9, 0.95)" in text
+        and "| EMA decay (the saved weights) | 0.99 |" in text
+    )
     assert "| steps | 200 |" in text and "#### The tokenizer" in text and "| 3 | decoder |" in text
     assert "**`vae/`** (this pipeline's tokenizer)" in text
     assert "guidance_scale=2," in _usage_code(card)  # the evaluation's best scale
@@ -91,8 +109,9 @@ def test_class_conditional_pipeline_card_reports_every_cfg_row_and_its_protocol(
 
 def test_text_to_image_pipeline_card(hub_assets):
     results = load_json(hub_assets["t2i_json"])
-    card = render_model_card(hub_assets["t2i_pipeline"], "me/tiny-t2i", evaluation_json=[hub_assets["t2i_json"]],
-                             license="mit")
+    card = render_model_card(
+        hub_assets["t2i_pipeline"], "me/tiny-t2i", evaluation_json=[hub_assets["t2i_json"]], license="mit"
+    )
     metadata = _parsed(card)
     assert metadata["pipeline_tag"] == "text-to-image" and metadata["license"] == "mit"
     assert {"text-to-image", "flux", "aligntok-vae"} <= set(metadata["tags"])
@@ -108,13 +127,16 @@ def test_text_to_image_pipeline_card(hub_assets):
 
 
 def test_transformer_cards_are_matched_by_the_transformer_fingerprint(hub_assets):
-    dit = _parsed(render_model_card(hub_assets["dit_transformer"], "me/tiny-dit-transformer",
-                                    evaluation_json=[hub_assets["dit_json"]]))
+    dit = _parsed(
+        render_model_card(
+            hub_assets["dit_transformer"], "me/tiny-dit-transformer", evaluation_json=[hub_assets["dit_json"]]
+        )
+    )
     assert "transformer" in dit["tags"] and dit["pipeline_tag"] == "unconditional-image-generation"
     assert len(dit["model-index"][0]["results"][0]["metrics"]) == 8  # gFID, IS, precision, recall at 2 scales
     flux = render_model_card(hub_assets["t2i_transformer"], "me/tiny-flux", evaluation_json=hub_assets["t2i_json"])
     assert _parsed(flux)["pipeline_tag"] == "text-to-image"
-    assert "FluxTransformer2DModel.from_pretrained(\"me/tiny-flux\")" in _usage_code(flux)
+    assert 'FluxTransformer2DModel.from_pretrained("me/tiny-flux")' in _usage_code(flux)
 
 
 def test_card_of_a_bare_model_says_what_is_unknown(tmp_path):
@@ -146,9 +168,13 @@ def test_templates_ship_as_package_data():
     assert "aligntok-push=diffusers_aligntok.hub.cli:main" in setup
     for family, file_name in TEMPLATES.items():
         text = template_text(family)
-        assert "{{ card_data }}" in text and "{{ usage_code }}" in text and "{{ evaluation_section }}" in text, file_name
+        assert "{{ card_data }}" in text and "{{ usage_code }}" in text and "{{ evaluation_section }}" in text, (
+            file_name
+        )
     # model_cards/ at the root points to them instead of holding a second copy.
-    assert not list((REPO_ROOT / "model_cards").glob("*.md.j2")) and (REPO_ROOT / "model_cards" / "README.md").is_file()
+    assert (
+        not list((REPO_ROOT / "model_cards").glob("*.md.j2")) and (REPO_ROOT / "model_cards" / "README.md").is_file()
+    )
 
 
 def test_package_import_does_not_import_the_hub_code():
@@ -158,11 +184,17 @@ def test_package_import_does_not_import_the_hub_code():
 
 
 def test_model_index_names_our_library_by_its_top_level(hub_assets):
-    index = {"_class_name": "AlignTokDiTPipeline", "vae": ["diffusers_aligntok.models.autoencoder_aligned_kl", "AlignedAutoencoderKL"],
-             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+    index = {
+        "_class_name": "AlignTokDiTPipeline",
+        "vae": ["diffusers_aligntok.models.autoencoder_aligned_kl", "AlignedAutoencoderKL"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+    }
     fixed, changes = normalized_model_index(index)
     assert fixed["vae"] == ["diffusers_aligntok", "AlignedAutoencoderKL"] and fixed["scheduler"] == index["scheduler"]
     assert len(changes) == 1
     model = inspect_model_directory(hub_assets["dit_pipeline"])
-    assert model.kind == "class_conditional_pipeline" and model.tokenizer_dir == Path(hub_assets["dit_pipeline"]).resolve() / "vae"
+    assert (
+        model.kind == "class_conditional_pipeline"
+        and model.tokenizer_dir == Path(hub_assets["dit_pipeline"]).resolve() / "vae"
+    )
     assert model.component_configs["scheduler"]["_class_name"] == "FlowMatchEulerDiscreteScheduler"

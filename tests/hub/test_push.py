@@ -26,14 +26,32 @@ def test_cli_dry_run_writes_the_exact_upload_folder_and_it_loads(hub_assets, tmp
     from diffusers_aligntok import AlignedAutoencoderKL
 
     folder = tmp_path / "upload"
-    status = main([str(hub_assets["tokenizer"]), "--repo_id", "me/tiny-aligntok", "--evaluation_json",
-                   str(hub_assets["tokenizer_json"]), "--license", "mit", "--dry_run", str(folder)])
+    status = main(
+        [
+            str(hub_assets["tokenizer"]),
+            "--repo_id",
+            "me/tiny-aligntok",
+            "--evaluation_json",
+            str(hub_assets["tokenizer_json"]),
+            "--license",
+            "mit",
+            "--dry_run",
+            str(folder),
+        ]
+    )
     assert status == 0 and capsys.readouterr().out.strip() == str(folder)
-    assert sorted(path.name for path in folder.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".aligntok-push-")]  # staging cleaned up
     card = ModelCard.load(folder / "README.md")
     assert card.data.license == "mit" and card.data.library_name == "diffusers"
-    loaded, original = AlignedAutoencoderKL.from_pretrained(folder), AlignedAutoencoderKL.from_pretrained(hub_assets["tokenizer"])
+    loaded, original = (
+        AlignedAutoencoderKL.from_pretrained(folder),
+        AlignedAutoencoderKL.from_pretrained(hub_assets["tokenizer"]),
+    )
     for (name, left), (_, right) in zip(loaded.state_dict().items(), original.state_dict().items(), strict=True):
         assert torch.equal(left, right), name
 
@@ -46,14 +64,23 @@ def test_upload_creates_the_repo_and_branch_and_commits_the_folder(hub_assets, l
     index["vae"] = ["diffusers_aligntok.models.autoencoder_aligned_kl", "AlignedAutoencoderKL"]
     index_path.write_text(json.dumps(index))
 
-    url = push_to_hub(run / "pipeline", "me/tiny-dit", evaluation_json=[hub_assets["dit_json"]], token=local_hub.token,
-                      private=True, revision="v1", commit_message="Add the tiny DiT")
+    url = push_to_hub(
+        run / "pipeline",
+        "me/tiny-dit",
+        evaluation_json=[hub_assets["dit_json"]],
+        token=local_hub.token,
+        private=True,
+        revision="v1",
+        commit_message="Add the tiny DiT",
+    )
     assert url == f"{local_hub.endpoint}/me/tiny-dit"
     repo = local_hub.repos["me/tiny-dit"]
     assert repo.private and sorted(repo.branches) == ["main", "v1"] and repo.files("main") == {}
     assert [(commit.branch, commit.message) for commit in repo.commits] == [("v1", "Add the tiny DiT")]
     uploaded = repo.files("v1")
-    expected = sorted(path.relative_to(run / "pipeline").as_posix() for path in (run / "pipeline").rglob("*") if path.is_file())
+    expected = sorted(
+        path.relative_to(run / "pipeline").as_posix() for path in (run / "pipeline").rglob("*") if path.is_file()
+    )
     assert sorted(uploaded) == sorted(expected + ["README.md"])
     for name in expected:
         if name.endswith(".safetensors"):
@@ -63,11 +90,16 @@ def test_upload_creates_the_repo_and_branch_and_commits_the_folder(hub_assets, l
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
     assert 'DiffusionPipeline.from_pretrained("me/tiny-dit")' in card.content
     paths = [path for _, path in local_hub.requests]
-    assert paths.index("/api/repos/create") < paths.index("/api/models/me/tiny-dit/branch/v1") < paths.index(
-        "/api/models/me/tiny-dit/commit/v1")
+    assert (
+        paths.index("/api/repos/create")
+        < paths.index("/api/models/me/tiny-dit/branch/v1")
+        < paths.index("/api/models/me/tiny-dit/commit/v1")
+    )
 
 
-def test_a_second_push_to_main_with_the_login_token_adds_a_commit(hub_assets, local_hub, load_check_in_process, monkeypatch):
+def test_a_second_push_to_main_with_the_login_token_adds_a_commit(
+    hub_assets, local_hub, load_check_in_process, monkeypatch
+):
     monkeypatch.setenv("HF_TOKEN", local_hub.token)  # as `hf auth login` / HF_TOKEN provide it
     for _ in range(2):
         push_to_hub(hub_assets["tokenizer"], "me/tiny-aligntok", evaluation_json=hub_assets["tokenizer_json"])
@@ -86,8 +118,12 @@ def test_a_private_push_into_an_existing_public_repo_is_refused(hub_assets, loca
 
 def test_a_generation_json_of_another_pipeline_is_refused_before_upload(hub_assets, local_hub, load_check_in_process):
     with pytest.raises(HubPushError) as error:
-        push_to_hub(hub_assets["dit_pipeline"], "me/tiny-dit", evaluation_json=[hub_assets["other_dit_json"]],
-                    token=local_hub.token)
+        push_to_hub(
+            hub_assets["dit_pipeline"],
+            "me/tiny-dit",
+            evaluation_json=[hub_assets["other_dit_json"]],
+            token=local_hub.token,
+        )
     message = str(error.value)
     assert str(hub_assets["other_dit_json"]) in message and str(hub_assets["dit_pipeline"]) in message
     assert "fingerprints differ" in message and "transformer: evaluated" in message
@@ -100,7 +136,9 @@ def test_a_directory_that_does_not_load_is_refused(hub_assets, local_hub, tmp_pa
     config = json.loads((model / "config.json").read_text())
     config["latent_channels"] = 16  # the saved weights have 8: from_pretrained fails on the shapes
     (model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(HubPushError, match="does not load with `import diffusers_aligntok; diffusers_aligntok.AlignedAutoencoderKL"):
+    with pytest.raises(
+        HubPushError, match="does not load with `import diffusers_aligntok; diffusers_aligntok.AlignedAutoencoderKL"
+    ):
         push_to_hub(model, "me/broken", token=local_hub.token)
     assert local_hub.requests == []
 
@@ -171,15 +209,30 @@ def test_push_to_hub_from_a_training_run_reaches_the_hub(local_hub, load_check_i
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(raw))
     output_dir = tmp_path / "run"
-    train_stage.main(["--config", str(config), "--stage", "all", "--output_dir", str(output_dir), "--push_to_hub",
-                      "--hub_model_id", "stand-in-user/aligntok-tiny", "--hub_token", local_hub.token, "--hub_private_repo"])
+    train_stage.main(
+        [
+            "--config",
+            str(config),
+            "--stage",
+            "all",
+            "--output_dir",
+            str(output_dir),
+            "--push_to_hub",
+            "--hub_model_id",
+            "stand-in-user/aligntok-tiny",
+            "--hub_token",
+            local_hub.token,
+            "--hub_private_repo",
+        ]
+    )
 
     repo = local_hub.repos["stand-in-user/aligntok-tiny"]
     files = repo.files("main")
     assert repo.private
     assert files["config.json"] == (output_dir / "stage3" / "model" / "config.json").read_bytes()
-    assert files["diffusion_pytorch_model.safetensors"] == (
-        output_dir / "stage3" / "model" / "diffusion_pytorch_model.safetensors"
-    ).read_bytes()
+    assert (
+        files["diffusion_pytorch_model.safetensors"]
+        == (output_dir / "stage3" / "model" / "diffusion_pytorch_model.safetensors").read_bytes()
+    )
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "diffusers" and "aligntok" in card.data.tags

@@ -267,7 +267,10 @@ def test_logs_have_every_key_detached_float32_and_bf16_gives_float32(random_trun
     for step in (0, 5):
         reconstructions = decoder(latents).bfloat16()
         loss, logs = loss_fn.generator_loss(
-            images.bfloat16(), reconstructions, discriminator=disc, global_step=step,
+            images.bfloat16(),
+            reconstructions,
+            discriminator=disc,
+            global_step=step,
             last_layer_weight=decoder.conv_out.weight,
         )
         assert loss.dtype == torch.float32 and loss.requires_grad

@@ -753,9 +753,17 @@ def _save_dinov2_with_registers(path):
 
 
 def _save_siglip_with_text_tower(path):
-    text_config = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                   "vocab_size": 64, "max_position_embeddings": 16, "bos_token_id": 1, "eos_token_id": 2,
-                   "pad_token_id": 0}
+    text_config = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "vocab_size": 64,
+        "max_position_embeddings": 16,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
     config = SiglipConfig(text_config=text_config, vision_config=TINY_ENCODER_CONFIGS["siglip2"])
     model = SiglipModel(config)
     model.save_pretrained(path)

@@ -277,7 +277,10 @@ def test_save_pretrained_and_from_pretrained_round_trip(tmp_path):
     model = randomize_zero_initialized(build_tiny_dit(qk_norm=True, patch_size=2, class_dropout_prob=0.2)).eval()
     model.save_pretrained(tmp_path)
     loaded = LightningDiTTransformer2DModel.from_pretrained(tmp_path).eval()
-    public = lambda config: {key: value for key, value in config.items() if not key.startswith("_")}
+
+    def public(config):
+        return {key: value for key, value in config.items() if not key.startswith("_")}
+
     assert public(loaded.config) == public(model.config)
     latents, timestep, class_labels = make_inputs(height=8, width=12)
     torch.testing.assert_close(

@@ -140,6 +140,7 @@ def test_flux_save_pretrained_and_load_back_gives_the_same_images(flux_pipe, sav
     loaded = _quiet(DiffusionPipeline.from_pretrained(saved_flux_pipe_dir))
     assert isinstance(loaded, FluxPipeline)
     assert isinstance(loaded.vae, AlignedAutoencoderKL)
+
     def as_json(config):  # tuples come back as lists; private keys record provenance, not architecture
         return json.loads(json.dumps({key: value for key, value in config.items() if not key.startswith("_")}))
 

@@ -14,6 +14,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+
+# The transcribed reference (tests/ is on sys.path: pytest puts the first folder without __init__.py there).
+from conversion.lightningdit_reference import forward_with_cfg as lightningdit_forward_with_cfg
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
@@ -24,9 +27,6 @@ from diffusers import (
 
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokDiTPipeline, LightningDiTTransformer2DModel
 from diffusers_aligntok.pipelines import classifier_free_guidance
-
-# The transcribed reference (tests/ is on sys.path: pytest puts the first folder without __init__.py there).
-from conversion.lightningdit_reference import forward_with_cfg as lightningdit_forward_with_cfg
 
 
 NUM_CLASSES = 10
@@ -240,10 +240,12 @@ def lightningdit_time_grid(num_sampling_steps: int, timestep_shift: float) -> to
     """
     t = torch.linspace(0, 1, num_sampling_steps)
     if timestep_shift > 0:
+
         def compute_tm(t_n, timestep_shift):
             numerator = timestep_shift * t_n
             denominator = 1 + (timestep_shift - 1) * t_n
             return numerator / denominator
+
         t = torch.tensor([compute_tm(t_n, timestep_shift) for t_n in t])
     return t
 
@@ -255,8 +257,9 @@ def lightningdit_euler_cfg_sample(forward, z, y, cfg_scale, cfg_interval_start, 
     x = torch.cat([z, z], 0)
     y = torch.cat([y, torch.full_like(y, NUM_CLASSES)], 0)
     for t_cur, t_next in zip(t[:-1], t[1:]):
-        drift = lightningdit_forward_with_cfg(forward, x, torch.ones(x.size(0)) * t_cur, y, cfg_scale, True,
-                                              cfg_interval_start, guided_channels)
+        drift = lightningdit_forward_with_cfg(
+            forward, x, torch.ones(x.size(0)) * t_cur, y, cfg_scale, True, cfg_interval_start, guided_channels
+        )
         x = x + (t_next - t_cur) * drift
     return x.chunk(2, dim=0)[0]
 
@@ -321,8 +324,15 @@ def test_guided_velocity_is_lightningdits_forward_with_cfg(guidance_channels, cf
     num_sampling_steps = 30
     labels = torch.randint(0, NUM_CLASSES, (3,), generator=torch.Generator().manual_seed(1))
     with record_scheduler_steps(pipe.scheduler) as steps:
-        pipe(**call_kwargs(class_labels=labels, num_inference_steps=num_sampling_steps - 1, guidance_scale=cfg_scale,
-                           guidance_interval=(0.0, 1.0 - cfg_interval_start), guidance_channels=guidance_channels))
+        pipe(
+            **call_kwargs(
+                class_labels=labels,
+                num_inference_steps=num_sampling_steps - 1,
+                guidance_scale=cfg_scale,
+                guidance_interval=(0.0, 1.0 - cfg_interval_start),
+                guidance_channels=guidance_channels,
+            )
+        )
     t_grid = lightningdit_time_grid(num_sampling_steps, LIGHTNINGDIT_TIMESTEP_SHIFT)
     forward = as_lightningdit_model(pipe.transformer)
     assert len(steps) == num_sampling_steps - 1
@@ -335,8 +345,13 @@ def test_guided_velocity_is_lightningdits_forward_with_cfg(guidance_channels, cf
             assert bool(t_seen >= cfg_interval_start) == bool(t_of_grid >= cfg_interval_start)
             y = torch.cat([labels, torch.full_like(labels, NUM_CLASSES)])
             reference = lightningdit_forward_with_cfg(
-                forward, torch.cat([sample, sample]), torch.ones(len(y), dtype=torch.float64) * t_seen, y, cfg_scale,
-                True, cfg_interval_start,
+                forward,
+                torch.cat([sample, sample]),
+                torch.ones(len(y), dtype=torch.float64) * t_seen,
+                y,
+                cfg_scale,
+                True,
+                cfg_interval_start,
                 guided_channels=guidance_channels if guidance_channels is not None else LATENT_CHANNELS,
             )
             differences.append(float((velocity - -reference.chunk(2)[0]).abs().max()))
@@ -354,12 +369,23 @@ def test_sampling_is_lightningdits_euler_sampler_with_cfg(guidance_channels, cfg
     pipe = build_pipe(scheduler=FlowMatchEulerDiscreteScheduler(shift=1 / LIGHTNINGDIT_TIMESTEP_SHIFT))
     labels = torch.tensor([1, 7, 4])
     noise = initial_noise(batch_size=3, seed=3)
-    sampling = {"class_labels": labels, "latents": noise, "generator": None, "num_inference_steps": 29,
-                "guidance_scale": cfg_scale, "guidance_interval": (0.0, 1.0 - cfg_interval_start)}
+    sampling = {
+        "class_labels": labels,
+        "latents": noise,
+        "generator": None,
+        "num_inference_steps": 29,
+        "guidance_scale": cfg_scale,
+        "guidance_interval": (0.0, 1.0 - cfg_interval_start),
+    }
     ours = pipe(**call_kwargs(**sampling, guidance_channels=guidance_channels)).images
     with torch.no_grad():
         theirs = lightningdit_euler_cfg_sample(
-            as_lightningdit_model(pipe.transformer), noise, labels, cfg_scale, cfg_interval_start, 30,
+            as_lightningdit_model(pipe.transformer),
+            noise,
+            labels,
+            cfg_scale,
+            cfg_interval_start,
+            30,
             guided_channels=guidance_channels if guidance_channels is not None else LATENT_CHANNELS,
         )
     # Measured: at most 5.2e-6 on latents of magnitude ~7 (the 1e-7 grid rounding, amplified by the guidance scale).
@@ -374,8 +400,10 @@ def test_guidance_channels_guide_the_first_k_and_keep_the_conditional_rest():
     guided = classifier_free_guidance(conditional, unconditional, 4.0, guidance_channels=3)
     torch.testing.assert_close(guided[:, :3], unconditional[:, :3] + 4.0 * (conditional - unconditional)[:, :3])
     torch.testing.assert_close(guided[:, 3:], conditional[:, 3:], rtol=0, atol=0)
-    torch.testing.assert_close(classifier_free_guidance(conditional, unconditional, 4.0, LATENT_CHANNELS),
-                               classifier_free_guidance(conditional, unconditional, 4.0))
+    torch.testing.assert_close(
+        classifier_free_guidance(conditional, unconditional, 4.0, LATENT_CHANNELS),
+        classifier_free_guidance(conditional, unconditional, 4.0),
+    )
     with pytest.raises(ValueError, match=r"guidance_channels=9 .*\[1, 8\]"):
         classifier_free_guidance(conditional, unconditional, 4.0, guidance_channels=9)
 

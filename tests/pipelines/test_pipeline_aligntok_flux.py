@@ -10,8 +10,14 @@ from diffusers_aligntok.testing_utils import build_tiny_flux_transformer, tiny_f
 
 
 def _call(pipeline, **kwargs):
-    arguments = {"prompt": "a red circle", "num_inference_steps": 2, "max_sequence_length": 16, "output_type": "pt",
-                 "generator": torch.Generator().manual_seed(0), **kwargs}
+    arguments = {
+        "prompt": "a red circle",
+        "num_inference_steps": 2,
+        "max_sequence_length": 16,
+        "output_type": "pt",
+        "generator": torch.Generator().manual_seed(0),
+        **kwargs,
+    }
     return pipeline(**arguments).images
 
 

@@ -16,10 +16,27 @@ def fake_push_to_hub(monkeypatch) -> list[dict]:
     """
     calls: list[dict] = []
 
-    def push_to_hub(model_dir, repo_id, *, evaluation_json=(), token=None, private=False, revision=None,
-                    commit_message=None, license="apache-2.0", dry_run_dir=None) -> str:
-        calls.append({"model_dir": Path(model_dir), "repo_id": repo_id, "token": token, "private": private,
-                      "files": sorted(path.name for path in Path(model_dir).iterdir())})
+    def push_to_hub(
+        model_dir,
+        repo_id,
+        *,
+        evaluation_json=(),
+        token=None,
+        private=False,
+        revision=None,
+        commit_message=None,
+        license="apache-2.0",
+        dry_run_dir=None,
+    ) -> str:
+        calls.append(
+            {
+                "model_dir": Path(model_dir),
+                "repo_id": repo_id,
+                "token": token,
+                "private": private,
+                "files": sorted(path.name for path in Path(model_dir).iterdir()),
+            }
+        )
         return f"https://huggingface.co/{repo_id}"
 
     try:
@@ -32,4 +49,3 @@ def fake_push_to_hub(monkeypatch) -> list[dict]:
         module.push_to_hub = push_to_hub
         monkeypatch.setitem(sys.modules, "diffusers_aligntok.hub", module)
     return calls
-

@@ -17,8 +17,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def launch_two_cpu_ranks(script: str, script_args: list[str], master_port: int) -> None:
     """Runs `training/<script>` on 2 CPU DDP ranks (accelerate reports MULTI_CPU, 2 of 2) and fails with its stderr."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(master_port),
-               str(REPO_ROOT / "training" / script), *script_args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(master_port),
+        str(REPO_ROOT / "training" / script),
+        *script_args,
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
 

@@ -9,8 +9,8 @@ import torch
 from diffusers import AutoencoderKL
 
 from diffusers_aligntok import LightningDiTTransformer2DModel
-from diffusers_aligntok.training.dit_config import FlowMatchingConfig
 from diffusers_aligntok.training.distributed import SINGLE_PROCESS, GlobalBatch
+from diffusers_aligntok.training.dit_config import FlowMatchingConfig
 from diffusers_aligntok.training.flow_matching import flow_matching_loss, label_dropout_mask, sample_sigmas
 from diffusers_aligntok.training.t2i_config import T2IFlowConfig
 from diffusers_aligntok.training.t2i_loop import _conditioning, _sample_posterior, drop_captions, sample_flux_sigmas
@@ -48,8 +48,11 @@ def test_one_process_draws_are_the_plain_local_draws():
     """With one process nothing changes: the same numbers as before the global-batch helpers existed."""
     torch.manual_seed(SEED)
     latents = torch.zeros(6, 2, 3, 3)
-    ours = (SINGLE_PROCESS.randn(latents.shape), SINGLE_PROCESS.rand((6,)),
-            sample_sigmas(FlowMatchingConfig(), 6, "cpu"))
+    ours = (
+        SINGLE_PROCESS.randn(latents.shape),
+        SINGLE_PROCESS.rand((6,)),
+        sample_sigmas(FlowMatchingConfig(), 6, "cpu"),
+    )
     torch.manual_seed(SEED)
     plain = (torch.randn_like(latents), torch.rand(6), torch.sigmoid(torch.normal(0.0, 1.0, size=(6,))))
     for mine, theirs in zip(ours, plain):
@@ -99,9 +102,16 @@ def test_sigmas_and_caption_dropout_are_global_batch_draws(num_processes):
 def test_stochastic_vae_posterior_samples_are_global_batch_draws():
     """The FLUX-VAE arm's posterior sample, live (`_sample_posterior`) and from a cache with `latent_std`."""
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
-                        up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=4, layers_per_block=1,
-                        scaling_factor=0.5, shift_factor=0.1).eval()
+    vae = AutoencoderKL(
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        latent_channels=4,
+        norm_num_groups=4,
+        layers_per_block=1,
+        scaling_factor=0.5,
+        shift_factor=0.1,
+    ).eval()
     images = torch.rand(4, 3, 8, 8) * 2 - 1
     with torch.no_grad():
         distribution = vae.encode(images).latent_dist
@@ -115,8 +125,12 @@ def test_stochastic_vae_posterior_samples_are_global_batch_draws():
     torch.manual_seed(SEED)
     torch.testing.assert_close(torch.cat(live), _sample_posterior(distribution, SINGLE_PROCESS), rtol=0, atol=1e-6)
 
-    batch = {"latent_mean": distribution.mean, "latent_std": distribution.std,
-             "prompt_embeds": torch.zeros(4, 3, 2), "pooled_prompt_embeds": torch.zeros(4, 2)}
+    batch = {
+        "latent_mean": distribution.mean,
+        "latent_std": distribution.std,
+        "prompt_embeds": torch.zeros(4, 3, 2),
+        "pooled_prompt_embeds": torch.zeros(4, 2),
+    }
 
     def this_ranks_latents(gb: GlobalBatch) -> torch.Tensor:
         local = {key: value[gb.local_rows(2)] for key, value in batch.items()}
@@ -131,8 +145,9 @@ def test_dit_loss_on_simulated_ranks_averages_to_the_one_process_loss_and_gradie
     """What DDP computes (the mean of the ranks' losses and gradients) equals one process on the global batch, with
     label dropout on; with every rank drawing for its local batch alone (the old behaviour) it does not."""
     torch.manual_seed(0)
-    model = LightningDiTTransformer2DModel.from_preset("tiny", in_channels=4, sample_size=4, num_classes=10,
-                                                       class_dropout_prob=0.5).train()
+    model = LightningDiTTransformer2DModel.from_preset(
+        "tiny", in_channels=4, sample_size=4, num_classes=10, class_dropout_prob=0.5
+    ).train()
     config = FlowMatchingConfig(velocity_cosine_weight=1.0)
     latents, labels = torch.randn(8, 4, 4, 4), torch.randint(0, 10, (8,))
 

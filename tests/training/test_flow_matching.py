@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import yaml
 
 from diffusers_aligntok.training.config import ConfigError
-from diffusers_aligntok.training.dit_config import FlowMatchingConfig, load_dit_config
 from diffusers_aligntok.training.distributed import SINGLE_PROCESS, GlobalBatch
+from diffusers_aligntok.training.dit_config import FlowMatchingConfig, load_dit_config
 from diffusers_aligntok.training.flow_matching import flow_matching_loss, sample_sigmas
 
 
@@ -67,9 +67,14 @@ def test_loss_is_lightningdits_mse_plus_per_token_cosine():
     with torch.no_grad():
         ours_output = model.forward(noisy, timestep, labels).sample
     reference, reference_mse, reference_cosine = lightningdit_loss(-ours_output, noise, latents)
-    differences = [float((ours - theirs).abs() / theirs) for ours, theirs in
-                   ((loss.detach(), reference), (logs["loss/velocity_mse"], reference_mse),
-                    (logs["loss/velocity_cosine"], reference_cosine))]
+    differences = [
+        float((ours - theirs).abs() / theirs)
+        for ours, theirs in (
+            (loss.detach(), reference),
+            (logs["loss/velocity_mse"], reference_mse),
+            (logs["loss/velocity_cosine"], reference_cosine),
+        )
+    ]
     # Measured: 0 on all three (float32; the same reductions in the same order).
     assert max(differences) < 1e-6, differences
     # The previous form, one cosine per flattened sample, is a different number here.
@@ -78,11 +83,16 @@ def test_loss_is_lightningdits_mse_plus_per_token_cosine():
 
 
 def test_cosine_weight_scales_only_the_cosine_term():
-    latents, labels = torch.randn(4, 8, 4, 4, generator=torch.Generator().manual_seed(1)), torch.zeros(4, dtype=torch.long)
+    latents, labels = (
+        torch.randn(4, 8, 4, 4, generator=torch.Generator().manual_seed(1)),
+        torch.zeros(4, dtype=torch.long),
+    )
     results = {}
     for weight in (0.0, 1.0, 0.25):
         torch.manual_seed(SEED)
-        results[weight] = flow_matching_loss(StandInModel(8), latents, labels, FlowMatchingConfig(velocity_cosine_weight=weight))
+        results[weight] = flow_matching_loss(
+            StandInModel(8), latents, labels, FlowMatchingConfig(velocity_cosine_weight=weight)
+        )
     (off, off_logs), (one, one_logs), (quarter, _) = results[0.0], results[1.0], results[0.25]
     assert "loss/velocity_cosine" not in off_logs
     torch.testing.assert_close(off, one_logs["loss/velocity_mse"])
@@ -147,7 +157,10 @@ def test_switched_sigmas_are_still_global_batch_draws(step):
 def test_the_loss_draws_its_sigmas_at_the_given_step():
     latents, labels = torch.randn(5, 8, 4, 4), torch.zeros(5, dtype=torch.long)
     config = FlowMatchingConfig(logit_normal_until_step=10)
-    for step, expected_draw in ((9, lambda: torch.sigmoid(torch.normal(0.0, 1.0, size=(5,)))), (10, lambda: torch.rand(5))):
+    for step, expected_draw in (
+        (9, lambda: torch.sigmoid(torch.normal(0.0, 1.0, size=(5,)))),
+        (10, lambda: torch.rand(5)),
+    ):
         model = StandInModel(8)
         torch.manual_seed(SEED)
         flow_matching_loss(model, latents, labels, config, SINGLE_PROCESS, global_step=step)
@@ -173,7 +186,11 @@ def _config_with(tmp_path: Path, section: str, **values) -> Path:
     "section, values, message",
     [
         ("flow", {"timestep_sampling": "logit-normal"}, r"timestep_sampling must be one of .*'logit-normal'"),
-        ("flow", {"timestep_sampling": "uniform", "logit_normal_until_step": 5}, r"logit_normal_until_step=5 .*'uniform'"),
+        (
+            "flow",
+            {"timestep_sampling": "uniform", "logit_normal_until_step": 5},
+            r"logit_normal_until_step=5 .*'uniform'",
+        ),
         ("flow", {"logit_normal_until_step": -1}, r"logit_normal_until_step=-1"),
         ("validation", {"guidance_channels": 0}, r"guidance_channels must be null .*got 0"),
         ("validation", {"guidance_interval": [0.9, 0.1]}, r"guidance_interval must be \[low, high\]"),

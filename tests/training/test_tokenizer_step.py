@@ -34,7 +34,9 @@ def _components(max_grad_norm=None) -> TokenizerTrainingComponents:
     tokenizer_optimizer = torch.optim.AdamW([p for p in tokenizer.parameters() if p.requires_grad], lr=1e-3)
     discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-3)
     scheduler = get_scheduler("constant", optimizer=tokenizer_optimizer)
-    module, tokenizer_optimizer, scheduler = accelerator.prepare(TokenizerReconstruction(tokenizer), tokenizer_optimizer, scheduler)
+    module, tokenizer_optimizer, scheduler = accelerator.prepare(
+        TokenizerReconstruction(tokenizer), tokenizer_optimizer, scheduler
+    )
     discriminator, discriminator_optimizer = accelerator.prepare(discriminator, discriminator_optimizer)
     loss = ReconstructionLoss(perceptual_network=None, perceptual_weight=0.0, gan_weight=GAN_WEIGHT, gan_start_step=0)
     return TokenizerTrainingComponents(
@@ -122,7 +124,9 @@ def test_tokenizer_gradient_is_autograd_of_the_generator_loss(images):
     logs = tokenizer_training_step(c, images, global_step=0)
 
     reconstructions = tokenizer_before.decode(tokenizer_before.encode(images).latent_dist.mode()).sample
-    total = (reconstructions - images).abs().mean() - GAN_WEIGHT * logs["gan/adaptive_weight"] * discriminator_before(reconstructions).mean()
+    total = (reconstructions - images).abs().mean() - GAN_WEIGHT * logs["gan/adaptive_weight"] * discriminator_before(
+        reconstructions
+    ).mean()
     expected = torch.autograd.grad(total, [p for p in tokenizer_before.parameters() if p.requires_grad])
     for grad, reference in zip(record["generator"]["grads"], expected):
         torch.testing.assert_close(grad, reference, rtol=1e-4, atol=1e-7)

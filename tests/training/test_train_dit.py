@@ -37,8 +37,22 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 def cache_dir(tmp_path_factory, tokenizer_dir) -> Path:
     path = tmp_path_factory.mktemp("cache")
     cache_latents.main(
-        ["--tokenizer", str(tokenizer_dir), "--data", "builtin:shapes", "--resolution", "32",
-         "--num_builtin_samples", str(NUM_IMAGES), "--shard_size", "20", "--batch_size", "16", "--output_dir", str(path)]
+        [
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--data",
+            "builtin:shapes",
+            "--resolution",
+            "32",
+            "--num_builtin_samples",
+            str(NUM_IMAGES),
+            "--shard_size",
+            "20",
+            "--batch_size",
+            "16",
+            "--output_dir",
+            str(path),
+        ]
     )
     return path
 
@@ -46,10 +60,20 @@ def cache_dir(tmp_path_factory, tokenizer_dir) -> Path:
 def _dit_config(tmp_path: Path, cache_dir: Path, tokenizer_dir: Path | None, name="dit.yaml", **training) -> Path:
     raw = yaml.safe_load((REPO_ROOT / "training" / "configs" / "dit_tiny_cpu.yaml").read_text())
     raw["data"]["cache_dir"] = str(cache_dir)
-    raw["validation"].update({"tokenizer": str(tokenizer_dir) if tokenizer_dir else None, "num_inference_steps": 2,
-                              "class_labels": [0, 1]})
-    raw["training"].update({"train_batch_size": 8, "max_train_steps": 4, "checkpointing_steps": 2,
-                            "validation_steps": 100, "log_every_steps": 1, "report_to": "none", **training})
+    raw["validation"].update(
+        {"tokenizer": str(tokenizer_dir) if tokenizer_dir else None, "num_inference_steps": 2, "class_labels": [0, 1]}
+    )
+    raw["training"].update(
+        {
+            "train_batch_size": 8,
+            "max_train_steps": 4,
+            "checkpointing_steps": 2,
+            "validation_steps": 100,
+            "log_every_steps": 1,
+            "report_to": "none",
+            **training,
+        }
+    )
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -61,8 +85,9 @@ def test_cache_round_trip_matches_the_tokenizer(cache_dir, tokenizer_dir):
     assert metadata["flipped"] and metadata["num_classes"] == 10
     assert metadata["latent_statistics"]["source"] == "measured over this cache"
     tokenizer = AlignedAutoencoderKL.from_pretrained(tokenizer_dir).eval()
-    images = build_image_dataset(ImageDatasetConfig(source="builtin:shapes", resolution=32, num_builtin_samples=NUM_IMAGES,
-                                                    random_flip=False))
+    images = build_image_dataset(
+        ImageDatasetConfig(source="builtin:shapes", resolution=32, num_builtin_samples=NUM_IMAGES, random_flip=False)
+    )
     shard = load_file(str(cache_dir / "shard-00001.safetensors"))  # items 20..39
     batch = torch.stack([images[i]["pixel_values"] for i in (20, 21)])
     with torch.no_grad():
@@ -86,12 +111,28 @@ def test_killed_cache_run_writes_only_missing_shards(cache_dir, tokenizer_dir, t
     with pytest.raises(FileNotFoundError, match="shards \\[2\\] are missing"):
         CachedLatentDataset(copy)
     cache_latents.main(
-        ["--tokenizer", str(tokenizer_dir), "--data", "builtin:shapes", "--resolution", "32",
-         "--num_builtin_samples", str(NUM_IMAGES), "--shard_size", "20", "--batch_size", "16", "--output_dir", str(copy)]
+        [
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--data",
+            "builtin:shapes",
+            "--resolution",
+            "32",
+            "--num_builtin_samples",
+            str(NUM_IMAGES),
+            "--shard_size",
+            "20",
+            "--batch_size",
+            "16",
+            "--output_dir",
+            str(copy),
+        ]
     )
     assert (copy / "shard-00000.safetensors").stat().st_mtime_ns == kept
-    assert torch.equal(load_file(str(copy / "shard-00002.safetensors"))["latents"],
-                       load_file(str(cache_dir / "shard-00002.safetensors"))["latents"])
+    assert torch.equal(
+        load_file(str(copy / "shard-00002.safetensors"))["latents"],
+        load_file(str(cache_dir / "shard-00002.safetensors"))["latents"],
+    )
 
 
 def test_train_dit_saves_pipeline_and_resumes_exactly(cache_dir, tokenizer_dir, tmp_path):
@@ -100,11 +141,14 @@ def test_train_dit_saves_pipeline_and_resumes_exactly(cache_dir, tokenizer_dir, 
     from diffusers_aligntok import LightningDiTTransformer2DModel
 
     straight = tmp_path / "straight"
-    metrics = train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, tokenizer_dir)), "--output_dir", str(straight)])
+    metrics = train_dit.main(
+        ["--config", str(_dit_config(tmp_path, cache_dir, tokenizer_dir)), "--output_dir", str(straight)]
+    )
     assert metrics["global_step"] == 4 and len(metrics["loss_curve"]) == 4
     pipeline = DiffusionPipeline.from_pretrained(straight / "pipeline")
-    images = pipeline(class_labels=[3], num_inference_steps=2, output_type="pt",
-                      generator=torch.Generator().manual_seed(0)).images
+    images = pipeline(
+        class_labels=[3], num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)
+    ).images
     assert images.shape == (1, 3, 32, 32)
     assert (straight / "samples.png").is_file()
 
@@ -112,8 +156,16 @@ def test_train_dit_saves_pipeline_and_resumes_exactly(cache_dir, tokenizer_dir, 
     # Without a validation tokenizer: the transformer's initialisation must not depend on it.
     short = _dit_config(tmp_path, cache_dir, None, name="short.yaml", max_train_steps=2)
     train_dit.main(["--config", str(short), "--output_dir", str(resumed)])
-    train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, None, name="full.yaml")), "--output_dir", str(resumed),
-                    "--resume_from_checkpoint", "latest"])
+    train_dit.main(
+        [
+            "--config",
+            str(_dit_config(tmp_path, cache_dir, None, name="full.yaml")),
+            "--output_dir",
+            str(resumed),
+            "--resume_from_checkpoint",
+            "latest",
+        ]
+    )
     expected = LightningDiTTransformer2DModel.from_pretrained(straight / "transformer").state_dict()
     actual = LightningDiTTransformer2DModel.from_pretrained(resumed / "transformer").state_dict()
     for name, tensor in expected.items():
@@ -125,7 +177,9 @@ def test_cache_from_another_tokenizer_is_refused_naming_both(cache_dir, tmp_path
     torch.manual_seed(1)
     AlignedAutoencoderKL.from_preset("tiny").save_pretrained(other)
     with pytest.raises(ValueError, match="other_tokenizer") as error:
-        train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, other)), "--output_dir", str(tmp_path / "out")])
+        train_dit.main(
+            ["--config", str(_dit_config(tmp_path, cache_dir, other)), "--output_dir", str(tmp_path / "out")]
+        )
     assert "was built with tokenizer" in str(error.value)
 
 
@@ -147,17 +201,26 @@ def test_two_ranks_train_exactly_what_one_process_trains_on_the_global_batch(cac
     from diffusers_aligntok.training.checkpointing import list_checkpoints
 
     def config(name: str, batch_size: int) -> Path:
-        return _dit_config(tmp_path, cache_dir, None, name=name, train_batch_size=batch_size, checkpoints_total_limit=None)
+        return _dit_config(
+            tmp_path, cache_dir, None, name=name, train_batch_size=batch_size, checkpoints_total_limit=None
+        )
 
-    launch_two_cpu_ranks("train_dit.py", ["--config", str(config("two.yaml", 8)), "--output_dir", str(tmp_path / "two")], 29523)
+    launch_two_cpu_ranks(
+        "train_dit.py", ["--config", str(config("two.yaml", 8)), "--output_dir", str(tmp_path / "two")], 29523
+    )
     train_dit.main(["--config", str(config("one.yaml", 16)), "--output_dir", str(tmp_path / "one")])
     train_dit.main(["--config", str(config("half.yaml", 8)), "--output_dir", str(tmp_path / "half")])
 
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["global_step"] == 4
-    exported = {run: LightningDiTTransformer2DModel.from_pretrained(tmp_path / run / "transformer").state_dict()
-                for run in ("two", "one", "half")}
-    raw = {run: load_file(str(tmp_path / run / "checkpoints" / "checkpoint-4" / "model.safetensors")) for run in ("two", "one")}
+    exported = {
+        run: LightningDiTTransformer2DModel.from_pretrained(tmp_path / run / "transformer").state_dict()
+        for run in ("two", "one", "half")
+    }
+    raw = {
+        run: load_file(str(tmp_path / run / "checkpoints" / "checkpoint-4" / "model.safetensors"))
+        for run in ("two", "one")
+    }
     # Measured: 6e-8 (EMA), 3e-8 (raw): float32 rounding of the gradient all-reduce and of 8- against 16-sample matmuls.
     for name, tensor in exported["one"].items():
         torch.testing.assert_close(exported["two"][name], tensor, rtol=0, atol=1e-5, msg=f"EMA {name}")
@@ -169,7 +232,9 @@ def test_two_ranks_train_exactly_what_one_process_trains_on_the_global_batch(cac
 
     checkpoints = list_checkpoints(tmp_path / "two" / "checkpoints")
     assert [checkpoint.name for checkpoint in checkpoints] == ["checkpoint-2", "checkpoint-4"]
-    assert_fingerprints_match_one_process(tmp_path / "two" / "checkpoints", tmp_path / "one" / "checkpoints", "transformer")
+    assert_fingerprints_match_one_process(
+        tmp_path / "two" / "checkpoints", tmp_path / "one" / "checkpoints", "transformer"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,19 +317,41 @@ def test_guidance_channels_beyond_the_cache_are_refused_before_training(cache_di
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_habitual_flags_validation_images_in_tensorboard_and_push_of_the_pipeline(cache_dir, tokenizer_dir, tmp_path,
-                                                                                 fake_push_to_hub):
+def test_habitual_flags_validation_images_in_tensorboard_and_push_of_the_pipeline(
+    cache_dir, tokenizer_dir, tmp_path, fake_push_to_hub
+):
     from diffusers_aligntok.training.checkpointing import list_checkpoints
 
     from .trackers import tensorboard_images
 
     output_dir = tmp_path / "run"
-    train_dit.main([
-        "--config", str(_dit_config(tmp_path, cache_dir, tokenizer_dir)), "--output_dir", str(output_dir),
-        "--report_to", "tensorboard", "--validation_steps", "1", "--seed", "3", "--checkpointing_steps", "1",
-        "--checkpoints_total_limit", "1", "--mixed_precision", "no", "--set", "training.max_train_steps=2",
-        "--set", "validation.num_inference_steps=1", "--push_to_hub", "--hub_model_id", "me/dit-tiny",
-    ])
+    train_dit.main(
+        [
+            "--config",
+            str(_dit_config(tmp_path, cache_dir, tokenizer_dir)),
+            "--output_dir",
+            str(output_dir),
+            "--report_to",
+            "tensorboard",
+            "--validation_steps",
+            "1",
+            "--seed",
+            "3",
+            "--checkpointing_steps",
+            "1",
+            "--checkpoints_total_limit",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--set",
+            "training.max_train_steps=2",
+            "--set",
+            "validation.num_inference_steps=1",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/dit-tiny",
+        ]
+    )
     recorded = json.loads((output_dir / "training_config.json").read_text())
     assert recorded["training"]["seed"] == 3 and recorded["validation"]["num_inference_steps"] == 1
     assert recorded["run"]["mixed_precision_source"].startswith("command line")
@@ -272,9 +359,12 @@ def test_habitual_flags_validation_images_in_tensorboard_and_push_of_the_pipelin
     assert [p.name for p in list_checkpoints(output_dir / "checkpoints")] == ["checkpoint-2"]
     # One row of the 2 validation classes at 32x32, at both steps.
     grid_size = (2 * (32 + 2) + 2, 32 + 4)
-    assert tensorboard_images(output_dir / "logs" / "aligntok_dit") == {"validation/samples": [(1, *grid_size), (2, *grid_size)]}
+    assert tensorboard_images(output_dir / "logs" / "aligntok_dit") == {
+        "validation/samples": [(1, *grid_size), (2, *grid_size)]
+    }
     assert [(call["model_dir"], call["repo_id"], call["private"]) for call in fake_push_to_hub] == [
-        (output_dir / "pipeline", "me/dit-tiny", False)]
+        (output_dir / "pipeline", "me/dit-tiny", False)
+    ]
     assert "model_index.json" in fake_push_to_hub[0]["files"]
 
 
@@ -285,6 +375,15 @@ def test_without_a_pipeline_the_transformer_is_pushed(cache_dir, tmp_path, monke
         return {}
 
     monkeypatch.setattr(train_dit, "run_dit_training", fake_training)
-    train_dit.main(["--config", str(_dit_config(tmp_path, cache_dir, None)), "--output_dir", str(tmp_path / "run"),
-                    "--push_to_hub", "--hub_model_id", "me/dit-tiny"])
+    train_dit.main(
+        [
+            "--config",
+            str(_dit_config(tmp_path, cache_dir, None)),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/dit-tiny",
+        ]
+    )
     assert [call["model_dir"] for call in fake_push_to_hub] == [tmp_path / "run" / "transformer"]

@@ -22,7 +22,9 @@ import train_stage  # noqa: E402
 from .rank_equivalence import assert_ranks_in_sync, launch_two_cpu_ranks  # noqa: E402
 
 
-def _write_config(tmp_path: Path, update_common: dict | None = None, stages: dict | None = None, name: str = "config.yaml") -> Path:
+def _write_config(
+    tmp_path: Path, update_common: dict | None = None, stages: dict | None = None, name: str = "config.yaml"
+) -> Path:
     raw = yaml.safe_load(TINY_CONFIG.read_text())
     for section, values in (update_common or {}).items():
         raw["common"].setdefault(section, {}).update(values)
@@ -38,7 +40,9 @@ def foundation_encoder_dir(tmp_path_factory) -> Path:
     """A tiny 'pretrained' DINOv2 saved with transformers, matching the tiny preset's encoder."""
     path = tmp_path_factory.mktemp("dinov2_tiny")
     torch.manual_seed(123)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=3, image_size=24, mlp_ratio=2)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=3, image_size=24, mlp_ratio=2
+    )
     Dinov2Model(config).save_pretrained(path)
     return path
 
@@ -76,11 +80,15 @@ def _changed(before: torch.nn.Module, after: torch.nn.Module) -> bool:
 
 def test_stage_freezing_rules(finished_run, foundation_encoder_dir):
     pretrained = Dinov2Model.from_pretrained(foundation_encoder_dir).state_dict()
-    stage1, stage2, stage3 = (AlignedAutoencoderKL.from_pretrained(finished_run / f"stage{k}" / "model") for k in (1, 2, 3))
+    stage1, stage2, stage3 = (
+        AlignedAutoencoderKL.from_pretrained(finished_run / f"stage{k}" / "model") for k in (1, 2, 3)
+    )
     # Stage 1: the encoder is the pretrained one, untouched; adapter and decoder move between its checkpoints.
     for name, tensor in stage1.encoder.state_dict().items():
         assert torch.equal(tensor, pretrained[name]), name
-    at_step_2 = AlignedAutoencoderKL.from_pretrained(finished_run / "stage1" / "checkpoints" / "checkpoint-2" / "tokenizer")
+    at_step_2 = AlignedAutoencoderKL.from_pretrained(
+        finished_run / "stage1" / "checkpoints" / "checkpoint-2" / "tokenizer"
+    )
     assert not _changed(at_step_2.encoder, stage1.encoder)
     assert _changed(at_step_2.adapter, stage1.adapter) and _changed(at_step_2.decoder, stage1.decoder)
     # Stage 2 changes all three, and starts exactly at stage 1's latents: L_sp is zero at its first step.
@@ -109,8 +117,16 @@ def test_resume_continues_exactly(tmp_path):
     # A kill during a later checkpoint write leaves an incomplete directory that `latest` must ignore.
     (interrupted / "stage1" / "checkpoints" / "checkpoint-3.incomplete").mkdir()
     train_stage.main(
-        ["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(interrupted),
-         "--resume_from_checkpoint", "latest"]
+        [
+            "--config",
+            str(_write_config(tmp_path)),
+            "--stage",
+            "1",
+            "--output_dir",
+            str(interrupted),
+            "--resume_from_checkpoint",
+            "latest",
+        ]
     )
     expected = AlignedAutoencoderKL.from_pretrained(straight / "stage1" / "model").state_dict()
     resumed = AlignedAutoencoderKL.from_pretrained(interrupted / "stage1" / "model").state_dict()
@@ -124,12 +140,25 @@ def test_resume_with_another_model_config_is_refused(tmp_path):
     train_stage.main(["--config", str(config), "--stage", "1", "--output_dir", str(output_dir)])
     other = _write_config(tmp_path, {"model": {"overrides": {"latent_noise_std": 0.1}}}, name="other.yaml")
     with pytest.raises(ValueError, match="latent_noise_std"):
-        train_stage.main(["--config", str(other), "--stage", "1", "--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"])
+        train_stage.main(
+            [
+                "--config",
+                str(other),
+                "--stage",
+                "1",
+                "--output_dir",
+                str(output_dir),
+                "--resume_from_checkpoint",
+                "latest",
+            ]
+        )
 
 
 def test_stage2_without_stage1_model_fails_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="stage-1 model"):
-        train_stage.main(["--config", str(_write_config(tmp_path)), "--stage", "2", "--output_dir", str(tmp_path / "empty")])
+        train_stage.main(
+            ["--config", str(_write_config(tmp_path)), "--stage", "2", "--output_dir", str(tmp_path / "empty")]
+        )
 
 
 @pytest.mark.parametrize(
@@ -142,7 +171,10 @@ def test_stage2_without_stage1_model_fails_before_training(tmp_path):
         ({"loss": {"semantic_preservation_weight": -1.0}}, "loss.semantic_preservation_weight must be 0 or more"),
         ({"loss": {"gan_weight": -0.5}}, "loss.gan_weight"),
         ({"loss": {"l1_weight": 0.0}}, "loss.l1_weight"),
-        ({"loss": {"perceptual_weight": 1.0}}, "loss.perceptual_weight must be 0 when loss.perceptual_network is null"),
+        (
+            {"loss": {"perceptual_weight": 1.0}},
+            "loss.perceptual_weight must be 0 when loss.perceptual_network is null",
+        ),
         ({"loss": {"discriminator": {"num_layers": 0}}}, "loss.discriminator.num_layers"),
         ({"loss": {"discriminator_init_from": "stage1"}}, "loss.discriminator_init_from"),
         ({"optimizer": {"adam_beta2": 1.5}}, "optimizer.adam_beta2"),
@@ -196,7 +228,9 @@ def test_two_ranks_train_exactly_what_one_rank_trains_on_the_same_global_batch(t
     stages = {1: {}, 2: {"loss": {"semantic_preservation_weight": 1.0}, "training": {"ema_decay": 0.9}}, 3: {}}
     two_ranks = _write_config(tmp_path, {**common, "training": {**steps, "train_batch_size": 4}}, stages, "two.yaml")
     one_rank = _write_config(tmp_path, {**common, "training": {**steps, "train_batch_size": 8}}, stages, "one.yaml")
-    launch_two_cpu_ranks("train_stage.py", ["--config", str(two_ranks), "--stage", "all", "--output_dir", str(tmp_path / "two")], 29517)
+    launch_two_cpu_ranks(
+        "train_stage.py", ["--config", str(two_ranks), "--stage", "all", "--output_dir", str(tmp_path / "two")], 29517
+    )
     train_stage.main(["--config", str(one_rank), "--stage", "all", "--output_dir", str(tmp_path / "one")])
 
     initial = AlignedAutoencoderKL.from_preset("tiny").state_dict()  # the stage-1 init has the same seed in both runs
@@ -218,8 +252,13 @@ def test_two_ranks_train_exactly_what_one_rank_trains_on_the_same_global_batch(t
 
 
 def test_stage2_with_encoder_lora_and_gradient_checkpointing_exports_a_plain_model(finished_run, tmp_path):
-    stages = {1: {}, 2: {"loss": {"semantic_preservation_weight": 1.0},
-                         "training": {"encoder_lora_rank": 2, "gradient_checkpointing": True, "ema_decay": 0.9}}}
+    stages = {
+        1: {},
+        2: {
+            "loss": {"semantic_preservation_weight": 1.0},
+            "training": {"encoder_lora_rank": 2, "gradient_checkpointing": True, "ema_decay": 0.9},
+        },
+    }
     config = _write_config(tmp_path, {"model": {"init_from": str(finished_run / "stage1" / "model")}}, stages=stages)
     output_dir = tmp_path / "lora"
     train_stage.main(["--config", str(config), "--stage", "2", "--output_dir", str(output_dir)])
@@ -252,7 +291,9 @@ def test_stages_that_cannot_hand_the_discriminator_on_fail_before_training(tmp_p
     no_gan_in_stage_1 = _write_config(tmp_path, stages={1: {"loss": {"gan_weight": 0.0}}, 2: {}, 3: {}})
     with pytest.raises(ConfigError, match="stage 1 trains none"):
         train_stage.main(["--config", str(no_gan_in_stage_1), "--stage", "all", "--output_dir", str(tmp_path / "a")])
-    other_precision = _write_config(tmp_path, stages={1: {}, 2: {"training": {"mixed_precision": "bf16"}}}, name="b.yaml")
+    other_precision = _write_config(
+        tmp_path, stages={1: {}, 2: {"training": {"mixed_precision": "bf16"}}}, name="b.yaml"
+    )
     with pytest.raises(ConfigError, match="mixed_precision differs between stages"):
         train_stage.main(["--config", str(other_precision), "--stage", "all", "--output_dir", str(tmp_path / "b")])
     # Stage 2 alone, after a stage 1 that trained no GAN: the missing discriminator is named, with the way out.
@@ -275,12 +316,17 @@ def test_discriminator_and_its_optimizer_state_carry_across_stages(finished_run,
     from safetensors.torch import load_file
 
     handed_on = load_file(str(finished_run / "stage1" / "discriminator" / "model.safetensors"))
-    checkpointed = load_file(str(finished_run / "stage1" / "checkpoints" / "checkpoint-4" / "model.safetensors"))  # the tokenizer is in tokenizer/
+    checkpointed = load_file(
+        str(finished_run / "stage1" / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    )  # the tokenizer is in tokenizer/
     assert handed_on.keys() == checkpointed.keys()
     assert all(torch.equal(handed_on[name], checkpointed[name]) for name in handed_on)
     # 'fresh' starts a new discriminator and a new optimiser state (and restarts its update count).
-    fresh = _write_config(tmp_path, {"model": {"init_from": str(finished_run / "stage1" / "model")}},
-                          stages={1: {}, 2: {"loss": {"discriminator_init_from": "fresh"}}})
+    fresh = _write_config(
+        tmp_path,
+        {"model": {"init_from": str(finished_run / "stage1" / "model")}},
+        stages={1: {}, 2: {"loss": {"discriminator_init_from": "fresh"}}},
+    )
     train_stage.main(["--config", str(fresh), "--stage", "2", "--output_dir", str(tmp_path / "fresh")])
     assert _discriminator_record(tmp_path / "fresh" / "stage2") == (2, 2)
 
@@ -288,10 +334,21 @@ def test_discriminator_and_its_optimizer_state_carry_across_stages(finished_run,
 def test_two_ranks_train_the_gan_in_sync_through_all_stages(tmp_path):
     """The GAN path on 2 DDP ranks: the generator's frozen-discriminator pass, the discriminator's own step and the
     hand-off between stages; every rank holds the same tokenizer and discriminator at every checkpoint."""
-    config = _write_config(tmp_path, {"training": {"max_train_steps": 3, "checkpointing_steps": 1,
-                                                   "checkpoints_total_limit": None, "report_to": "none"},
-                                      "loss": {"gan_start_step": 1}})
-    launch_two_cpu_ranks("train_stage.py", ["--config", str(config), "--stage", "all", "--output_dir", str(tmp_path / "out")], 29519)
+    config = _write_config(
+        tmp_path,
+        {
+            "training": {
+                "max_train_steps": 3,
+                "checkpointing_steps": 1,
+                "checkpoints_total_limit": None,
+                "report_to": "none",
+            },
+            "loss": {"gan_start_step": 1},
+        },
+    )
+    launch_two_cpu_ranks(
+        "train_stage.py", ["--config", str(config), "--stage", "all", "--output_dir", str(tmp_path / "out")], 29519
+    )
     for stage in (1, 2, 3):
         stage_dir = tmp_path / "out" / f"stage{stage}"
         metrics = json.loads((stage_dir / "metrics.json").read_text())
@@ -314,14 +371,32 @@ def test_accelerate_launch_mixed_precision_trains_in_bf16_without_editing_the_ya
     config = _write_config(tmp_path, {"training": {"max_train_steps": 2, "report_to": "none"}})
     output_dir = tmp_path / "out"
     env = {key: value for key, value in os.environ.items() if key != "ACCELERATE_MIXED_PRECISION"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-               "--num_cpu_threads_per_process", "1", "--mixed_precision", "bf16", str(REPO_ROOT / "training" / "train_stage.py"),
-               "--config", str(config), "--stage", "1", "--output_dir", str(output_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_cpu_threads_per_process",
+        "1",
+        "--mixed_precision",
+        "bf16",
+        str(REPO_ROOT / "training" / "train_stage.py"),
+        "--config",
+        str(config),
+        "--stage",
+        "1",
+        "--output_dir",
+        str(output_dir),
+    ]
     result = subprocess.run(command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     recorded = json.loads((output_dir / "stage1" / "training_config.json").read_text())
     assert recorded["training"]["mixed_precision"] == "bf16"
-    assert recorded["run"]["mixed_precision_source"] == "accelerate launcher or config (ACCELERATE_MIXED_PRECISION=bf16)"
+    assert (
+        recorded["run"]["mixed_precision_source"] == "accelerate launcher or config (ACCELERATE_MIXED_PRECISION=bf16)"
+    )
     assert recorded["run"]["accelerator_mixed_precision"] == "bf16"
     assert json.loads((output_dir / "stage1" / "metrics.json").read_text())["mixed_precision"] == "bf16"
 
@@ -333,13 +408,38 @@ def test_habitual_flags_reach_the_run_and_the_final_model_is_pushed(tmp_path, mo
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # as `accelerate launch --mixed_precision bf16` would
     output_dir = tmp_path / "out"
-    train_stage.main([
-        "--config", str(_write_config(tmp_path, {"training": {"report_to": "none"}})), "--stage", "1",
-        "--output_dir", str(output_dir), "--mixed_precision", "no", "--seed", "3", "--checkpointing_steps", "1",
-        "--checkpoints_total_limit", "1", "--validation_steps", "1", "--report_to", "tensorboard",
-        "--set", "training.max_train_steps=2", "--set", "data.num_validation_images=2",
-        "--push_to_hub", "--hub_model_id", "me/aligntok-tiny", "--hub_token", "hf_secret", "--hub_private_repo",
-    ])
+    train_stage.main(
+        [
+            "--config",
+            str(_write_config(tmp_path, {"training": {"report_to": "none"}})),
+            "--stage",
+            "1",
+            "--output_dir",
+            str(output_dir),
+            "--mixed_precision",
+            "no",
+            "--seed",
+            "3",
+            "--checkpointing_steps",
+            "1",
+            "--checkpoints_total_limit",
+            "1",
+            "--validation_steps",
+            "1",
+            "--report_to",
+            "tensorboard",
+            "--set",
+            "training.max_train_steps=2",
+            "--set",
+            "data.num_validation_images=2",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/aligntok-tiny",
+            "--hub_token",
+            "hf_secret",
+            "--hub_private_repo",
+        ]
+    )
     stage_dir = output_dir / "stage1"
     recorded = json.loads((stage_dir / "training_config.json").read_text())
     assert recorded["training"]["seed"] == 3 and recorded["data"]["num_validation_images"] == 2
@@ -359,7 +459,11 @@ def test_habitual_flags_reach_the_run_and_the_final_model_is_pushed(tmp_path, mo
     assert len(fake_push_to_hub) == 1
     push = fake_push_to_hub[0]
     assert (push["model_dir"], push["repo_id"], push["token"], push["private"]) == (
-        stage_dir / "model", "me/aligntok-tiny", "hf_secret", True)
+        stage_dir / "model",
+        "me/aligntok-tiny",
+        "hf_secret",
+        True,
+    )
     assert "config.json" in push["files"] and "diffusion_pytorch_model.safetensors" in push["files"]
 
 
@@ -375,19 +479,39 @@ def test_set_applies_to_every_stage_and_a_stages_prefix_to_one(tmp_path, monkeyp
         return {}
 
     monkeypatch.setattr(train_stage, "run_stage", fake_run_stage)
-    train_stage.main([
-        "--config", str(_write_config(tmp_path)), "--stage", "all", "--output_dir", str(tmp_path / "out"), "--seed", "5",
-        "--set", "loss.gan_start_step=1", "--set", "stages.2.loss.semantic_preservation_weight=3",
-        "--set", "stages.3.training.max_train_steps=1", "--set", "training.max_train_steps=3",
-        "--push_to_hub", "--hub_model_id", "me/aligntok-tiny",
-    ])
+    train_stage.main(
+        [
+            "--config",
+            str(_write_config(tmp_path)),
+            "--stage",
+            "all",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--seed",
+            "5",
+            "--set",
+            "loss.gan_start_step=1",
+            "--set",
+            "stages.2.loss.semantic_preservation_weight=3",
+            "--set",
+            "stages.3.training.max_train_steps=1",
+            "--set",
+            "training.max_train_steps=3",
+            "--push_to_hub",
+            "--hub_model_id",
+            "me/aligntok-tiny",
+        ]
+    )
     configs = [seen[stage][0] for stage in (1, 2, 3)]
     assert [c.training.seed for c in configs] == [5, 5, 5]
     assert [c.loss.gan_start_step for c in configs] == [1, 1, 1]  # beats the YAML's stages 2 and 3 (gan_start_step 0)
     assert [c.loss.semantic_preservation_weight for c in configs] == [0.0, 3.0, 0.0]
     assert [c.training.max_train_steps for c in configs] == [3, 3, 1]  # the one-stage value beats the all-stage one
     assert seen[3][1]["command_line_overrides"] == {
-        "loss.gan_start_step": 1, "training.max_train_steps": 1, "training.seed": 5}
+        "loss.gan_start_step": 1,
+        "training.max_train_steps": 1,
+        "training.seed": 5,
+    }
     # With --stage all the final model is stage 3's.
     assert [call["model_dir"] for call in fake_push_to_hub] == [tmp_path / "out" / "stage3" / "model"]
 
@@ -397,10 +521,19 @@ def test_set_applies_to_every_stage_and_a_stages_prefix_to_one(tmp_path, monkeyp
     [
         (["--push_to_hub"], r"--push_to_hub needs --hub_model_id"),
         (["--push_to_hub", "--hub_model_id", "me/two words"], r"not a valid repository id"),
-        (["--set", "training.max_train_step=3"], r"config.yaml:stage1.training: unknown key\(s\) \['max_train_step'\]"),
+        (
+            ["--set", "training.max_train_step=3"],
+            r"config.yaml:stage1.training: unknown key\(s\) \['max_train_step'\]",
+        ),
         (["--set", "loss.discriminator.num_layer=1"], r"stage1.loss.discriminator: unknown key\(s\) \['num_layer'\]"),
-        (["--set", "training.max_train_steps=many"], r"config.yaml:stage1.training.max_train_steps: expected int, got 'many'"),
-        (["--set", "stages.2.loss.gan_weight=0"], r"stages.2.loss.gan_weight sets a key of stage 2, but this command runs stages \[1\]"),
+        (
+            ["--set", "training.max_train_steps=many"],
+            r"config.yaml:stage1.training.max_train_steps: expected int, got 'many'",
+        ),
+        (
+            ["--set", "stages.2.loss.gan_weight=0"],
+            r"stages.2.loss.gan_weight sets a key of stage 2, but this command runs stages \[1\]",
+        ),
         (["--set", "stages.4.loss.gan_weight=0"], r"stages.<1, 2 or 3>"),
         (["--mixed_precision", "fp16"], r"'fp16' is not supported for tokenizer training.*came from the command line"),
     ],
@@ -408,5 +541,7 @@ def test_set_applies_to_every_stage_and_a_stages_prefix_to_one(tmp_path, monkeyp
 def test_bad_command_lines_fail_before_training(tmp_path, monkeypatch, extra, message):
     monkeypatch.setattr(train_stage, "run_stage", lambda *args: pytest.fail("training started"))
     with pytest.raises(ConfigError, match=message):
-        train_stage.main(["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(tmp_path / "out"), *extra])
+        train_stage.main(
+            ["--config", str(_write_config(tmp_path)), "--stage", "1", "--output_dir", str(tmp_path / "out"), *extra]
+        )
     assert not (tmp_path / "out").exists()

@@ -31,7 +31,9 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def load_dit(argv: tuple[str, ...], environ: dict[str, str]):
-    return cli.load_config_with_overrides(partial(load_dit_config, DIT_64EP), cli.command_line_overrides(parse(*argv)), environ)
+    return cli.load_config_with_overrides(
+        partial(load_dit_config, DIT_64EP), cli.command_line_overrides(parse(*argv)), environ
+    )
 
 
 LAUNCHER_BF16 = {"ACCELERATE_MIXED_PRECISION": "bf16"}
@@ -42,7 +44,12 @@ LAUNCHER_BF16 = {"ACCELERATE_MIXED_PRECISION": "bf16"}
     [
         ((), {}, "bf16", "config file"),  # nothing chosen: the YAML's value
         (("--mixed_precision", "no"), LAUNCHER_BF16, "no", "command line"),  # the flag beats the launcher
-        (("--set", "training.mixed_precision=no"), LAUNCHER_BF16, "no", "command line"),  # --set is the command line too
+        (
+            ("--set", "training.mixed_precision=no"),
+            LAUNCHER_BF16,
+            "no",
+            "command line",
+        ),  # --set is the command line too
         # `accelerate launch` writes "no" also when nothing was chosen, so it cannot outrank the YAML.
         ((), {"ACCELERATE_MIXED_PRECISION": "no"}, "bf16", "config file"),
     ],
@@ -57,24 +64,47 @@ def test_mixed_precision_precedence(argv, environ, expected, source):
 def test_launcher_precision_beats_the_yaml_and_is_recorded_with_its_origin():
     config, record = cli.load_config_with_overrides(partial(load_stage_config, TINY_STAGE, 1), {}, LAUNCHER_BF16)
     assert config.training.mixed_precision == "bf16"
-    assert record == {"command_line_overrides": {}, "mixed_precision": "bf16",
-                      "mixed_precision_source": "accelerate launcher or config (ACCELERATE_MIXED_PRECISION=bf16)"}
+    assert record == {
+        "command_line_overrides": {},
+        "mixed_precision": "bf16",
+        "mixed_precision_source": "accelerate launcher or config (ACCELERATE_MIXED_PRECISION=bf16)",
+    }
 
 
 def test_fp16_from_the_launcher_is_refused_naming_where_it_came_from():
     with pytest.raises(ConfigError, match=r"not supported for tokenizer training.*came from the accelerate launcher"):
-        cli.load_config_with_overrides(partial(load_stage_config, TINY_STAGE, 1), {}, {"ACCELERATE_MIXED_PRECISION": "fp16"})
+        cli.load_config_with_overrides(
+            partial(load_stage_config, TINY_STAGE, 1), {}, {"ACCELERATE_MIXED_PRECISION": "fp16"}
+        )
     with pytest.raises(ConfigError, match=r"fp16 overflows DiT training.*came from the command line"):
         load_dit(("--mixed_precision", "fp16"), {})
 
 
 def test_each_habitual_flag_overrides_its_training_key():
-    argv = ("--report_to", "none", "--checkpointing_steps", "7", "--checkpoints_total_limit", "2",
-            "--validation_steps", "9", "--seed", "11", "--mixed_precision", "no")
+    argv = (
+        "--report_to",
+        "none",
+        "--checkpointing_steps",
+        "7",
+        "--checkpoints_total_limit",
+        "2",
+        "--validation_steps",
+        "9",
+        "--seed",
+        "11",
+        "--mixed_precision",
+        "no",
+    )
     config, record = load_dit(argv, {})
     training = config.training
-    assert (training.report_to, training.checkpointing_steps, training.checkpoints_total_limit, training.validation_steps,
-            training.seed, training.mixed_precision) == ("none", 7, 2, 9, 11, "no")
+    assert (
+        training.report_to,
+        training.checkpointing_steps,
+        training.checkpoints_total_limit,
+        training.validation_steps,
+        training.seed,
+        training.mixed_precision,
+    ) == ("none", 7, 2, 9, 11, "no")
     assert record["command_line_overrides"]["training.seed"] == 11
     # Without flags every key keeps the YAML's value.
     untouched, _ = load_dit((), {})
@@ -82,8 +112,16 @@ def test_each_habitual_flag_overrides_its_training_key():
 
 
 def test_set_overrides_nested_keys_with_yaml_values():
-    argv = ("--set", "flow.timestep_shift=2", "--set", "validation.guidance_interval=[0.0, 0.5]",
-            "--set", "model.overrides.use_qknorm=true", "--set", "validation.guidance_channels=null")
+    argv = (
+        "--set",
+        "flow.timestep_shift=2",
+        "--set",
+        "validation.guidance_interval=[0.0, 0.5]",
+        "--set",
+        "model.overrides.use_qknorm=true",
+        "--set",
+        "validation.guidance_channels=null",
+    )
     config, _ = load_dit(argv, {})
     assert config.flow.timestep_shift == 2.0 and isinstance(config.flow.timestep_shift, float)
     assert config.validation.guidance_interval == [0.0, 0.5]
@@ -103,7 +141,10 @@ def test_set_overrides_nested_keys_with_yaml_values():
         (("--set", "training.seed"), r"expected KEY=VALUE"),
         (("--set", "training..seed=1"), r"expected KEY=VALUE"),
         (("--set", "training.seed=1", "--set", "training.seed=2"), r"--set training.seed is given twice"),
-        (("--seed", "1", "--set", "training.seed=2"), r"training.seed is given twice: --seed 1 and --set training.seed=2"),
+        (
+            ("--seed", "1", "--set", "training.seed=2"),
+            r"training.seed is given twice: --seed 1 and --set training.seed=2",
+        ),
         (("--set", "flow.timestep_shift=[1"), r"not valid YAML"),
     ],
 )

@@ -9,5 +9,7 @@ def tensorboard_images(logging_dir: Path) -> dict[str, list[tuple[int, int, int]
 
     accumulator = EventAccumulator(str(logging_dir), size_guidance={"images": 0})
     accumulator.Reload()
-    return {tag: [(event.step, event.width, event.height) for event in accumulator.Images(tag)]
-            for tag in accumulator.Tags()["images"]}
+    return {
+        tag: [(event.step, event.width, event.height) for event in accumulator.Images(tag)]
+        for tag in accumulator.Tags()["images"]
+    }
