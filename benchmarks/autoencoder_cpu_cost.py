@@ -35,8 +35,8 @@ from diffusers.image_processor import VaeImageProcessor
 
 import diffusers_aligntok
 from diffusers_aligntok import PRESETS, AlignedAutoencoderKL
+from diffusers_aligntok.data.synthetic_image import synthetic_test_image
 from diffusers_aligntok.evaluation.tokenizer_adapters import FLUX_VAE_CONFIG  # FLUX.1-dev vae/config.json
-from diffusers_aligntok.testing_utils import synthetic_test_image
 
 
 TIMED_PRESET = "aligntok-dinov2-large-f16d32"

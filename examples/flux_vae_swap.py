@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_pipeline(args, dtype):
     if args.pretrained_model is None:
-        from diffusers_aligntok.testing_utils import tiny_flux_components
+        from diffusers_aligntok.standins import tiny_flux_components
 
         return FluxPipeline(**tiny_flux_components())
     if not (args.aligntok_vae and args.transformer):

@@ -18,7 +18,8 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 
 from diffusers_aligntok import AlignedAutoencoderKL
-from diffusers_aligntok.testing_utils import build_tiny_vae, synthetic_test_image
+from diffusers_aligntok.data.synthetic_image import synthetic_test_image
+from diffusers_aligntok.evaluation import psnr
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,17 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def psnr(reference: torch.Tensor, reconstruction: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [0, 1]."""
-    mse = torch.mean((reference.double() - reconstruction.double()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     dtype = getattr(torch, args.dtype)
     if args.model == "tiny-random":
-        vae = build_tiny_vae() if dtype == torch.float32 else build_tiny_vae().to(dtype)
+        torch.manual_seed(0)
+        vae = AlignedAutoencoderKL.from_preset("tiny").to(dtype)
     else:
         vae = AlignedAutoencoderKL.from_pretrained(args.model, subfolder=args.subfolder, dtype=dtype)
     vae = vae.to(args.device).eval()
@@ -71,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         processor.postprocess(side_by_side * 2 - 1, output_type="pil")[0].save(output_path)
         print(
             f"{path}: {pixels.shape[-2]}x{pixels.shape[-1]} -> latent {tuple(latents.shape[1:])}, "
-            f"PSNR {psnr(original, reconstruction):.2f} dB -> {output_path}"
+            f"PSNR {psnr(pixels.float().clamp(-1, 1), decoded.float().clamp(-1, 1)).item():.2f} dB -> {output_path}"
         )
 
 

@@ -10,7 +10,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from PIL import Image
 
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokDiTPipeline, LightningDiTTransformer2DModel
-from diffusers_aligntok.testing_utils import synthetic_test_image, tiny_flux_components
+from tests.testing_utils import synthetic_test_image, tiny_flux_components
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

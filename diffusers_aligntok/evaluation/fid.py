@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+
+from ..standins import RandomInceptionStandIn
 
 
 # Samples below which an FID estimate is noticeably biased upward (FID's bias falls roughly as 1/N; Chong & Forsyth,
@@ -273,48 +274,6 @@ def _fraction_inside_manifold(
 # ---------------------------------------------------------------------------------------------------------------------
 # Feature extraction (clean-fid protocol) with an injectable network
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-class RandomInceptionStandIn(nn.Module):
-    """An offline stand-in for clean-fid's Inception: a seeded random 3-layer CNN, `(B, 3, 299, 299)` in `[0, 255]`
-    -> `(B, feature_dim)`.
-
-    Its numbers are *not* FID. It exists so tests and offline demos run the exact FID code path (quantisation,
-    clean-fid resize, streaming statistics, caching) without the Inception download. The weights depend only on
-    `seed`, so cached reference statistics stay valid across runs. `feature_dim` defaults to 32 so that a few dozen
-    samples already give a full-rank covariance.
-    """
-
-    def __init__(self, feature_dim: int = 32, seed: int = 0, resize_inside: bool = False):
-        super().__init__()
-        # In clean-fid's legacy_tensorflow mode the real network receives images at their own size and resizes them
-        # itself; the stand-in does the same (bilinearly) so that mode's code path runs offline too.
-        self.resize_inside = resize_inside
-        generator = torch.Generator().manual_seed(seed)
-        self.layers = nn.Sequential(
-            nn.Conv2d(3, 16, kernel_size=7, stride=4, padding=3),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, kernel_size=5, stride=4, padding=2),
-            nn.ReLU(),
-            nn.Conv2d(32, feature_dim, kernel_size=3, stride=2, padding=1),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            for parameter in self.parameters():
-                # Kaiming-uniform-like scale from the fan-in, drawn from the seeded generator.
-                fan_in = parameter[0].numel() if parameter.ndim > 1 else parameter.shape[0]
-                bound = 1.0 / math.sqrt(fan_in)
-                parameter.copy_((torch.rand(parameter.shape, generator=generator) * 2 - 1) * bound * math.sqrt(6))
-        self.requires_grad_(False)
-        self.eval()
-
-    def forward(self, images_0_255: torch.Tensor) -> torch.Tensor:
-        if self.resize_inside and tuple(images_0_255.shape[-2:]) != _INCEPTION_SIZE:
-            images_0_255 = nn.functional.interpolate(
-                images_0_255, size=_INCEPTION_SIZE, mode="bilinear", align_corners=False
-            )
-        return self.layers((images_0_255 - 128.0) / 128.0)
 
 
 def check_inception_mode(mode: str) -> str:

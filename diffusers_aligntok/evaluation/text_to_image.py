@@ -70,6 +70,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.image_datasets import IMAGE_FILE_EXTENSIONS, ImageTransform, decode_image
+from ..standins import CLIP_STANDIN_CONFIG_KEY, build_random_clip_standin, save_random_clip_standin  # noqa: F401
 from .evaluator import _feature_dim
 from .fid import (
     FEATURE_EXTRACTORS,
@@ -104,8 +105,6 @@ COCO_6K_NUM_PROMPTS = 6_000
 DEFAULT_NUM_INFERENCE_STEPS = 50
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 RANDOM_CLIP_STANDIN = "random-clip-standin"
-# Saved in the config of a stand-in CLIP model, so a saved stand-in is still reported as "not a CLIP score".
-CLIP_STANDIN_CONFIG_KEY = "aligntok_random_standin"
 GENEVAL_IMAGES_PER_PROMPT = 4
 PROMPT_FIELDS = ("caption", "prompt", "text")
 PROMPT_FILE_FORMATS = (".txt", ".jsonl", ".json", ".csv")
@@ -896,55 +895,6 @@ class CLIPScorer:
             "max_text_tokens": self.max_length,
             "image_preprocessing": f"{type(self.image_processor).__name__} of the 8-bit PNG",
         }
-
-
-def build_random_clip_standin(seed: int = 0):
-    """A tiny random `CLIPModel` (2+2 layers, 32 wide, 32x32 images) with an offline character tokenizer and a
-    `CLIPImageProcessor`: `(model, tokenizer, image_processor)`. Its "CLIP score" only exercises the code path."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from ..testing_utils import build_tiny_clip_tokenizer
-
-    tokenizer = build_tiny_clip_tokenizer()
-    special = tokenizer.get_vocab()
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": tokenizer.model_max_length,
-            "bos_token_id": special["<|startoftext|>"],
-            "eos_token_id": special["<|endoftext|>"],
-            "pad_token_id": special["<|endoftext|>"],
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-        **{CLIP_STANDIN_CONFIG_KEY: True},
-    )
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return model, tokenizer, image_processor
-
-
-def save_random_clip_standin(path: str | os.PathLike, seed: int = 0) -> Path:
-    """Saves [`build_random_clip_standin`] as a `CLIPModel` + `CLIPProcessor` directory (marked as a stand-in)."""
-    from transformers import CLIPProcessor
-
-    model, tokenizer, image_processor = build_random_clip_standin(seed)
-    path = Path(path)
-    model.save_pretrained(path)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
-    return path
 
 
 def build_clip_scorer(name_or_path: str, device: str | torch.device = "cpu") -> CLIPScorer:

@@ -31,29 +31,10 @@ import torch
 import torch.nn as nn
 
 from ..models import AlignedAutoencoderKL
+from ..standins import FLUX_VAE_CONFIG, build_random_flux_vae  # noqa: F401  (re-exported)
 
 
 FLUX_VAE_RANDOM = "flux-vae-random"
-
-# The FLUX.1 VAE (black-forest-labs/FLUX.1-dev, subfolder "vae"): f8, 16 channels, no quant convs.
-FLUX_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "latent_channels": 16,
-    "norm_num_groups": 32,
-    "sample_size": 1024,
-    "scaling_factor": 0.3611,
-    "shift_factor": 0.1159,
-    "force_upcast": True,
-    "use_quant_conv": False,
-    "use_post_quant_conv": False,
-    "mid_block_add_attention": True,
-}
 
 
 @runtime_checkable
@@ -225,18 +206,6 @@ def adapter_for_model(model: nn.Module, **kwargs) -> DiffusersAutoencoderAdapter
         f"No tokenizer adapter for {type(model).__name__}; supported: {supported}. Other tokenizers can implement the "
         "TokenizerAdapter protocol (name, spatial_factor, latent_channels, encode, decode) directly."
     )
-
-
-def build_random_flux_vae(seed: int = 0) -> nn.Module:
-    """An `AutoencoderKL` in the FLUX.1 VAE configuration ([`FLUX_VAE_CONFIG`]) with random weights (seeded).
-
-    For offline comparisons of shapes, costs and the evaluation path only: its reconstructions are noise.
-    """
-    from diffusers import AutoencoderKL
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoencoderKL(**FLUX_VAE_CONFIG).eval()
 
 
 def read_tokenizer_config(name_or_path: str, subfolder: str | None = None) -> tuple[dict[str, Any], str | None]:

@@ -94,14 +94,14 @@ class FluxTextEncoders:
         self.path = path
         self.max_sequence_length = max_sequence_length
         if path == TINY_RANDOM_TEXT_ENCODERS:
-            from .. import testing_utils
+            from .. import standins
 
             self.tokenizer, self.tokenizer_2 = (
-                testing_utils.build_tiny_clip_tokenizer(),
-                testing_utils.build_tiny_t5_tokenizer(),
+                standins.build_tiny_clip_tokenizer(),
+                standins.build_tiny_t5_tokenizer(),
             )
-            self.text_encoder = testing_utils.build_tiny_clip_text_encoder().to(dtype)
-            self.text_encoder_2 = testing_utils.build_tiny_t5_encoder().to(dtype)
+            self.text_encoder = standins.build_tiny_clip_text_encoder().to(dtype)
+            self.text_encoder_2 = standins.build_tiny_t5_encoder().to(dtype)
         else:
             self.tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
             self.tokenizer_2 = AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2")

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..evaluation.reconstruction_metrics import psnr  # noqa: F401  (the validation's PSNR is the evaluation's)
 from ..models import AlignedAutoencoderKL
 
 
@@ -24,12 +25,6 @@ def reconstruct(tokenizer: AlignedAutoencoderKL, images: torch.Tensor, batch_siz
     ]
     tokenizer.train(was_training)
     return torch.cat(outputs)
-
-
-def psnr(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [-1, 1], measured on the [0, 1] scale (peak 1)."""
-    mse = ((images.float() - reconstructions.float()) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
 def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:

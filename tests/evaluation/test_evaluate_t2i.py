@@ -52,7 +52,7 @@ GENEVAL = [
 def assets(tmp_path_factory) -> dict[str, Path]:
     from diffusers import FluxPipeline
 
-    from diffusers_aligntok.testing_utils import (
+    from tests.testing_utils import (
         build_tiny_flux_transformer,
         tiny_flux_components,
     )

@@ -84,9 +84,9 @@ def _build_dit_run(root: Path, tokenizer_dir: Path, cache_dir: Path, seed: int =
 def _build_t2i_run(root: Path, tokenizer_dir: Path) -> Path:
     """`<root>/{pipeline,transformer,training_config.json,metrics.json}` as `train_t2i.py` writes them (patch 1)."""
     from diffusers_aligntok import AlignedAutoencoderKL, AlignTokFluxPipeline
-    from diffusers_aligntok.testing_utils import build_tiny_flux_transformer, tiny_flux_components
     from diffusers_aligntok.training.config import config_to_dict
     from diffusers_aligntok.training.t2i_config import load_t2i_config
+    from tests.testing_utils import build_tiny_flux_transformer, tiny_flux_components
 
     components = tiny_flux_components(vae=AlignedAutoencoderKL.from_pretrained(tokenizer_dir))
     components["transformer"] = build_tiny_flux_transformer(8, latent_patch_size=1, guidance_embeds=False)

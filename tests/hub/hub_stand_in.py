@@ -2,10 +2,9 @@
 a branch and upload a folder, served on 127.0.0.1 so upload code runs in tests without any network.
 
 Use it through the `local_hub` pytest fixture defined here (registered for `tests/hub/` by its conftest.py). Another
-test folder imports it into its own conftest.py: `tests/` is no package, so pytest puts `tests/` on `sys.path` and
-the module is `hub.hub_stand_in`:
+test folder imports it into its own conftest.py:
 
-    from hub.hub_stand_in import local_hub  # noqa: F401  (registers the fixture)
+    from tests.hub.hub_stand_in import local_hub  # noqa: F401  (registers the fixture)
 
     def test_push(local_hub, tiny_model_dir):
         push_to_hub(tiny_model_dir, "stand-in-user/tiny", token=local_hub.token, private=True, revision="v1")

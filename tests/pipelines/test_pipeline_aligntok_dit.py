@@ -14,9 +14,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
-# The transcribed reference (tests/ is on sys.path: pytest puts the first folder without __init__.py there).
-from conversion.lightningdit_reference import forward_with_cfg as lightningdit_forward_with_cfg
 from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
@@ -27,6 +24,9 @@ from diffusers import (
 
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokDiTPipeline, LightningDiTTransformer2DModel
 from diffusers_aligntok.pipelines import classifier_free_guidance
+
+# The transcribed reference (tests/ is on sys.path: pytest puts the first folder without __init__.py there).
+from ..conversion.lightningdit_reference import forward_with_cfg as lightningdit_forward_with_cfg
 
 
 NUM_CLASSES = 10

@@ -6,7 +6,7 @@ from diffusers import DiffusionPipeline, FluxPipeline
 
 from diffusers_aligntok import AlignTokFluxPipeline
 from diffusers_aligntok.pipelines import latent_patch_size, pack_latents, unpack_latents
-from diffusers_aligntok.testing_utils import build_tiny_flux_transformer, tiny_flux_components
+from tests.testing_utils import build_tiny_flux_transformer, tiny_flux_components
 
 
 def _call(pipeline, **kwargs):

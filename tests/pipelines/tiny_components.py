@@ -1,6 +1,6 @@
 """Tiny offline pipeline components for tests, plus the call arguments that keep a pipeline run under a second.
 
-The builders live in the package (`diffusers_aligntok.testing_utils`) so examples and benchmarks can use them too;
+The builders live in the package (`tests.testing_utils`) so examples and benchmarks can use them too;
 this module re-exports them for tests and adds test-only helpers. Import from here in tests:
 
     from diffusers import FluxPipeline
@@ -12,7 +12,7 @@ this module re-exports them for tests and adds test-only helpers. Import from he
 
 import torch
 
-from diffusers_aligntok.testing_utils import (  # noqa: F401  (re-exported)
+from tests.testing_utils import (  # noqa: F401  (re-exported)
     TINY_CLIP_HIDDEN_SIZE,
     TINY_CLIP_MAX_LENGTH,
     TINY_T5_D_MODEL,

@@ -20,17 +20,17 @@ from PIL import Image
 import diffusers_aligntok
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokFluxPipeline
 from diffusers_aligntok.data import TextImageDatasetConfig, build_text_image_dataset, make_buckets
-from diffusers_aligntok.testing_utils import (
-    build_tiny_clip_text_encoder,
-    build_tiny_clip_tokenizer,
-    build_tiny_t5_encoder,
-    build_tiny_t5_tokenizer,
-)
 from diffusers_aligntok.training.config import ConfigError
 from diffusers_aligntok.training.t2i_cache import CachedTextImageDataset
 from diffusers_aligntok.training.t2i_components import FluxTextEncoders
 from diffusers_aligntok.training.t2i_config import T2IFlowConfig, load_t2i_config
 from diffusers_aligntok.training.t2i_loop import sample_flux_sigmas
+from tests.testing_utils import (
+    build_tiny_clip_text_encoder,
+    build_tiny_clip_tokenizer,
+    build_tiny_t5_encoder,
+    build_tiny_t5_tokenizer,
+)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
