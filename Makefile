@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo train-tiny train-t2i-tiny benchmark clean
+.PHONY: install test lint wheel-check demo train-tiny train-t2i-tiny benchmark clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,15 @@ $(VENV)/.installed: setup.py
 
 test: install
 	$(PYTHON) -m pytest -n 2 tests
+
+# diffusers' ruff settings (ruff.toml).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Build the wheel, install it into a fresh venv outside the checkout, run aligntok-demo and an evaluation from there.
+wheel-check:
+	TORCH_PINS="$(TORCH_PINS)" .ci/wheel_check.sh
 
 # The whole AlignTok pipeline in miniature (toy encoder pretraining, stages 1-3, DiT, samples) in under 10 minutes.
 demo: install

@@ -22,7 +22,7 @@ EXTRAS = {
 # The demo trains the tokenizer and DiT and measures the latent's linear-probe accuracy.
 EXTRAS["demo"] = sorted({*EXTRAS["training"], "scikit-learn"})
 EXTRAS["dev"] = sorted(
-    {*EXTRAS["training"], *EXTRAS["evaluation"], "pytest>=8", "pytest-xdist", "sentencepiece", "protobuf"}
+    {*EXTRAS["training"], *EXTRAS["evaluation"], "pytest>=8", "pytest-xdist", "ruff==0.17.6", "sentencepiece", "protobuf"}
 )
 
 setup(
@@ -34,7 +34,7 @@ setup(
     license="Apache-2.0",
     packages=find_packages(include=["diffusers_aligntok", "diffusers_aligntok.*"]),
     # Files the library reads at run time ship inside the package, so a wheel install has them.
-    package_data={"diffusers_aligntok.hub": ["templates/*.md"]},
+    package_data={"diffusers_aligntok": ["configs/*.yaml"], "diffusers_aligntok.hub": ["templates/*.md"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

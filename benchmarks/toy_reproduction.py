@@ -7,7 +7,7 @@ seed, six tokenizers with the same 8x8x8 latent (f4, 8 channels) and the same de
 
 | arm | tokenizer |
 |---|---|
-| `aligntok` | AlignTok stages 1-3 (`training/configs/demo_cpu.yaml` through `train_stage.py`, exactly as the demo; w_sp = 1) |
+| `aligntok` | AlignTok stages 1-3 (`diffusers_aligntok/configs/demo_cpu.yaml` through `train_stage.py`, exactly as the demo; w_sp = 1) |
 | `aligntok_stage1` | the same run's stage-1 model (frozen foundation encoder, adapter + decoder trained) |
 | `vae` | `diffusers.AutoencoderKL` with a conv encoder, from scratch, the same reconstruction loss (L1, built from the same config by `ReconstructionLoss`), optimiser, batch size and total steps as stages 1-3 together, plus the usual tiny KL term (1e-6) of an LDM VAE |
 | `vavae` | the paper's main baseline: the `vae` arm (same budget) plus VA-VAE's vision-foundation alignment loss to the *same* toy foundation encoder (marginal cosine + marginal distance-matrix terms, adaptive weight, VA-VAE's margins) |
@@ -23,7 +23,7 @@ tokenizer's output), on the reconstructions, and two FIDs of the reconstructions
 - **judge FID**: in the judge CNN's feature space (its pooled 64-d features before the final Linear), which no
   tokenizer has seen.
 
-Then, except for the sweep arms (`--sweep_dit` includes them), a DiT (`training/configs/dit_demo_cpu.yaml` through
+Then, except for the sweep arms (`--sweep_dit` includes them), a DiT (`diffusers_aligntok/configs/dit_demo_cpu.yaml` through
 `train_dit.py`, the demo's step count) trained on the arm's latents, evaluated at 1/4, 1/2 and all of its steps (the
 run resumes from its own checkpoint between them): class-conditional samples with and without CFG at every evaluated
 step, their two FIDs against the held-out real images, and the judge's accuracy on them, i.e. how often a sample shows
@@ -226,7 +226,7 @@ def build_conv_vae(seed: int):
 
     from diffusers_aligntok.training.config import load_stage_config
 
-    overrides = load_stage_config(REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", 1).model.overrides
+    overrides = load_stage_config(demo.TOKENIZER_CONFIG, 1).model.overrides
     torch.manual_seed(seed)
     block_out_channels = tuple(overrides["block_out_channels"])
     return AutoencoderKL(
@@ -274,7 +274,7 @@ def train_conv_vae(
     from diffusers_aligntok.losses import ReconstructionLoss
     from diffusers_aligntok.training.config import load_stage_config
 
-    config = load_stage_config(REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", 1)
+    config = load_stage_config(demo.TOKENIZER_CONFIG, 1)
     vae = build_conv_vae(seed)
     loss_config, optimizer_config = config.loss, config.optimizer
     reconstruction_loss = ReconstructionLoss(

@@ -5,9 +5,9 @@
    semantics, which is what AlignTok exploits). It is saved with transformers' `save_pretrained` and loaded through
    `AlignedAutoencoderKL.from_foundation_encoder`, the real loading path. `--foundation_encoder ID_OR_PATH` uses a real
    checkpoint instead (it must fit the demo's 32x32 images: any DINOv2 works, slowly).
-2. Stages 1, 2 and 3 through `training/train_stage.py`'s code, with `training/configs/demo_cpu.yaml`.
+2. Stages 1, 2 and 3 through `training/train_stage.py`'s code, with `diffusers_aligntok/configs/demo_cpu.yaml`.
 3. Latents cached with `training/cache_latents.py`, a class-conditional DiT trained with `training/train_dit.py`
-   (`training/configs/dit_demo_cpu.yaml`), and samples drawn through `AlignTokDiTPipeline`.
+   (`diffusers_aligntok/configs/dit_demo_cpu.yaml`), and samples drawn through `AlignTokDiTPipeline`.
 
 Everything lands in one run directory: `stage{1,2,3}/model` (each with train_stage.py's own validation grid),
 `reconstructions.png` (ten held-out images, one per class, above their reconstructions after stages 1, 2 and 3),
@@ -28,7 +28,10 @@ import torch
 import yaml
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The demo's two recipes ship inside the package (package data), so `aligntok-demo` works from an installed wheel.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+TOKENIZER_CONFIG = CONFIGS_DIR / "demo_cpu.yaml"
+DIT_CONFIG = CONFIGS_DIR / "dit_demo_cpu.yaml"
 logger = logging.getLogger("aligntok.demo")
 
 # The toy foundation encoder: a 4-layer DINOv2-type ViT with patch 4 on 32x32 images (an 8x8 patch grid = the f4
@@ -256,7 +259,7 @@ def train_tokenizer_stages(
         updates["stages.2.model.init_from"] = str(stage1_model)
         stages = [stage for stage in stages if stage != 1]
     config = _write_config(
-        REPO_ROOT / "training" / "configs" / "demo_cpu.yaml", output_dir / "configs" / "tokenizer.yaml", updates
+        TOKENIZER_CONFIG, output_dir / "configs" / "tokenizer.yaml", updates
     )
     # One call per stage when stage 1 is skipped: `--stage all` would train it again.
     for stage in ["all"] if stage1_model is None else stages:
@@ -279,7 +282,7 @@ def train_class_conditional_dit(
     """
     _, _, train_dit = _training_scripts()
     config = _write_config(
-        REPO_ROOT / "training" / "configs" / "dit_demo_cpu.yaml",
+        DIT_CONFIG,
         output_dir / "dit.yaml",
         {
             "data.cache_dir": str(cache_dir),

@@ -425,7 +425,7 @@ def _load_dataset_naming_source(source: str, *args, **kwargs):
         ) from error
 
 
-def _load_hf_dataset(config: ImageDatasetConfig):
+def load_hf_dataset(config: ImageDatasetConfig):
     """The `datasets` data set for `config.source` (all columns, images as stored) and a short description."""
     import datasets
 
@@ -470,7 +470,10 @@ def _load_hf_dataset(config: ImageDatasetConfig):
     return hf_dataset, f"hub:{source} (split={split}{', streaming' if config.streaming else ''})"
 
 
-def _pick_column(features, requested: str | None, candidates: Sequence[str], kind: str, source: str) -> str | None:
+def pick_column(features, requested: str | None, candidates: Sequence[str], kind: str, source: str) -> str | None:
+    """The column of `features` holding `kind` (`"image"`, `"label"`, `"caption"`): `requested` if given (an error
+    naming the columns if it is missing), else the first of `candidates` present; for images, else the first `Image`
+    feature (an error if there is none); for other kinds None."""
     import datasets
 
     columns = list(features)
@@ -515,15 +518,15 @@ def build_image_dataset(config: ImageDatasetConfig) -> torch.utils.data.Dataset:
 
     import datasets
 
-    hf_dataset, description = _load_hf_dataset(config)
+    hf_dataset, description = load_hf_dataset(config)
     features = hf_dataset.features
     if features is None:  # some streaming data sets only know their columns after reading a row
         hf_dataset = hf_dataset._resolve_features()
         features = hf_dataset.features
     if not config.streaming and len(hf_dataset) == 0:
         raise ValueError(f"{config.source} has no rows in split {config.split!r}: {EXPECTED_LAYOUT}.")
-    image_column = _pick_column(features, config.image_column, IMAGE_COLUMN_CANDIDATES, "image", config.source)
-    label_column = _pick_column(features, config.label_column, LABEL_COLUMN_CANDIDATES, "label", config.source)
+    image_column = pick_column(features, config.image_column, IMAGE_COLUMN_CANDIDATES, "image", config.source)
+    label_column = pick_column(features, config.label_column, LABEL_COLUMN_CANDIDATES, "label", config.source)
     if label_column == image_column:
         label_column = None
     hf_dataset = hf_dataset.select_columns([image_column] + ([label_column] if label_column else []))

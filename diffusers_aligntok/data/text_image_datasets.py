@@ -39,9 +39,9 @@ from .image_datasets import (
     IMAGE_COLUMN_CANDIDATES,
     IMAGE_FILE_EXTENSIONS,
     ImageDatasetConfig,
-    _load_hf_dataset,
-    _pick_column,
     decode_image,
+    load_hf_dataset,
+    pick_column,
 )
 
 
@@ -185,11 +185,11 @@ class _HFSource(_Source):
     def __init__(self, config: TextImageDatasetConfig):
         import datasets
 
-        hf_dataset, self.description = _load_hf_dataset(ImageDatasetConfig(source=config.source, split=config.split))
-        self.image_column = _pick_column(
+        hf_dataset, self.description = load_hf_dataset(ImageDatasetConfig(source=config.source, split=config.split))
+        self.image_column = pick_column(
             hf_dataset.features, config.image_column, IMAGE_COLUMN_CANDIDATES, "image", config.source
         )
-        self.caption_column = _pick_column(
+        self.caption_column = pick_column(
             hf_dataset.features, config.caption_column, CAPTION_COLUMN_CANDIDATES, "caption", config.source
         )
         if self.caption_column is None:

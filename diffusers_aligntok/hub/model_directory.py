@@ -250,7 +250,7 @@ def normalized_model_index(index: dict[str, Any]) -> tuple[dict[str, Any], list[
 
     diffusers records a class of a library it does not know by its full module path
     (`diffusers_aligntok.models.autoencoder_aligned_kl`) when the pipeline was saved without `import
-    diffusers_aligntok` (DESIGN.md); that entry breaks as soon as a module moves. The short entry resolves through
+    diffusers_aligntok` (docs/design.md); that entry breaks as soon as a module moves. The short entry resolves through
     the package's top level, which exposes every class a pipeline names. Returns the index and what was changed.
     """
     import diffusers_aligntok

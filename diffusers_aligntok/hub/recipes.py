@@ -1,6 +1,6 @@
 """The training recipe and data of a pushed model, read from the files training wrote beside it.
 
-Where they are (DESIGN.md's layouts):
+Where they are (docs/design.md's layouts):
 
     <run>/stage<k>/model/                 a tokenizer after stage k
     <run>/stage<j>/training_config.json   each stage's effective config (`"stage": j`), for j = 1..k

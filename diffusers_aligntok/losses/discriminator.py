@@ -1,6 +1,6 @@
 """PatchGAN discriminator and hinge GAN losses for tokenizer training.
 
-AlignTok's reconstruction loss (arXiv 2509.25162; DESIGN.md, "L_rec") has an adaptive-weight GAN term with a
+AlignTok's reconstruction loss (arXiv 2509.25162; docs/design.md, "L_rec") has an adaptive-weight GAN term with a
 PatchGAN-style discriminator and the hinge loss, as in VQGAN / taming-transformers and the LDM and VA-VAE autoencoders.
 The layout below is pix2pix's `NLayerDiscriminator`, written here from its description.
 """
@@ -38,7 +38,7 @@ class PatchGANDiscriminator(nn.Module):
     The paper says "PatchGAN-style" with a hinge loss; the number of layers and widths are taming's defaults.
 
     The forward pass always runs in float32 (inputs are cast and autocast is disabled inside): a GAN's logits and
-    gradients are easily damaged by reduced precision (DESIGN.md: never train the discriminator in pure fp16). Keep
+    gradients are easily damaged by reduced precision (docs/design.md: never train the discriminator in pure fp16). Keep
     the discriminator's parameters in float32; mixed-precision training only needs autocast, which this module ignores.
 
     Parameters:

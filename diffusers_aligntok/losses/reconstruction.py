@@ -1,6 +1,6 @@
 """The reconstruction loss L_rec that trains AlignTok's decoder in all three stages.
 
-AlignTok (arXiv 2509.25162; DESIGN.md, method table): `L_rec = L1 + 1.0 x perceptual (LPIPS) + adaptive-weight GAN
+AlignTok (arXiv 2509.25162; docs/design.md, method table): `L_rec = L1 + 1.0 x perceptual (LPIPS) + adaptive-weight GAN
 (PatchGAN-style, hinge)`. The GAN part follows VQGAN / taming-transformers and the LDM and VA-VAE autoencoders: the
 generator's GAN loss is scaled so that its gradient at the decoder's last layer is as large as the reconstruction
 loss's, times a fixed factor.
@@ -84,7 +84,7 @@ def _load_vgg16_trunk(lpips_model: nn.Module, state_dict: dict[str, torch.Tensor
 def build_perceptual_network(name: str | None, trunk_weights_path: str | None = None) -> nn.Module | None:
     """Builds the perceptual distance of L_rec, or returns None when the perceptual term is off.
 
-    The paper uses LPIPS with weight 1.0 (DESIGN.md, "L_rec"); which LPIPS trunk it uses is not stated, and the LDM,
+    The paper uses LPIPS with weight 1.0 (docs/design.md, "L_rec"); which LPIPS trunk it uses is not stated, and the LDM,
     taming and VA-VAE autoencoders it builds on use the VGG one, so that is what `"lpips-vgg"` is.
 
     Args:
@@ -143,7 +143,7 @@ class ReconstructionLoss(nn.Module):
     r"""
     AlignTok's L_rec: L1 + perceptual (LPIPS) + an adaptive-weight hinge GAN term, with the discriminator's hinge loss.
 
-    Paper settings (DESIGN.md, "L_rec"): L1 weight 1, LPIPS weight 1.0, a PatchGAN-style discriminator with the hinge
+    Paper settings (docs/design.md, "L_rec"): L1 weight 1, LPIPS weight 1.0, a PatchGAN-style discriminator with the hinge
     loss and VQGAN's adaptive weight. The generator loss is
 
         L1 + perceptual_weight * LPIPS + adaptive_weight * gan_weight * hinge_generator_loss(D(reconstructions))

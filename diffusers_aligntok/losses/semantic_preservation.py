@@ -1,6 +1,6 @@
 """The semantic preservation loss L_sp of AlignTok's stage 2 (perceptual alignment).
 
-Stage 2 (arXiv 2509.25162; DESIGN.md, method table) unfreezes the encoder and trains encoder + adapter + decoder with
+Stage 2 (arXiv 2509.25162; docs/design.md, method table) unfreezes the encoder and trains encoder + adapter + decoder with
 `L_rec + w_sp * L_sp`, where L_sp keeps the current latent `A(E(x))` close to the latent of a frozen copy of the
 stage-1 encoder + adapter, so that fine-tuning for reconstruction does not wash out the encoder's semantics.
 """
@@ -15,7 +15,7 @@ SEMANTIC_PRESERVATION_KINDS = ("l2", "cosine")
 def semantic_preservation_loss(latents: torch.Tensor, target_latents: torch.Tensor, kind: str = "l2") -> torch.Tensor:
     """L_sp between the latents of the model being trained and those of the frozen stage-1 encoder + adapter.
 
-    Paper settings (DESIGN.md): L2, measured after the adapter (before it was clearly worse), weighted by `w_sp = 1`
+    Paper settings (docs/design.md): L2, measured after the adapter (before it was clearly worse), weighted by `w_sp = 1`
     on ImageNet and 3 on LAION (the weight is the caller's); cosine instead of L2 works about as well. The paper does
     not say how the L2 is normalised; ours is the mean over all elements, so its scale does not depend on the latent's
     size. It is added to `ReconstructionLoss`'s per-element mean L_rec, so `w_sp` weighs one unit of mean squared
