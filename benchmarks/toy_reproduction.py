@@ -60,8 +60,8 @@ import torch.nn.functional as F
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a source checkout without installing
 
-from diffusers_aligntok import demo
-from diffusers_aligntok.data import ShapesDataset
+from diffusers_aligntok import demo  # noqa: E402
+from diffusers_aligntok.data import ShapesDataset  # noqa: E402
 
 
 logger = logging.getLogger("toy_reproduction")
