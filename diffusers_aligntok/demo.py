@@ -260,9 +260,7 @@ def train_tokenizer_stages(
     if stage1_model is not None:
         updates["stages.2.model.init_from"] = str(stage1_model)
         stages = [stage for stage in stages if stage != 1]
-    config = _write_config(
-        TOKENIZER_CONFIG, output_dir / "configs" / "tokenizer.yaml", updates
-    )
+    config = _write_config(TOKENIZER_CONFIG, output_dir / "configs" / "tokenizer.yaml", updates)
     # One call per stage when stage 1 is skipped: `--stage all` would train it again.
     for stage in ["all"] if stage1_model is None else stages:
         train_stage.main(["--config", str(config), "--stage", str(stage), "--output_dir", str(output_dir)])
