@@ -22,7 +22,15 @@ EXTRAS = {
 # The demo trains the tokenizer and DiT and measures the latent's linear-probe accuracy.
 EXTRAS["demo"] = sorted({*EXTRAS["training"], "scikit-learn"})
 EXTRAS["dev"] = sorted(
-    {*EXTRAS["training"], *EXTRAS["evaluation"], "pytest>=8", "pytest-xdist", "ruff==0.17.6", "sentencepiece", "protobuf"}
+    {
+        *EXTRAS["training"],
+        *EXTRAS["evaluation"],
+        "pytest>=8",
+        "pytest-xdist",
+        "ruff==0.17.6",
+        "sentencepiece",
+        "protobuf",
+    }
 )
 
 setup(
