@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..evaluation.reconstruction_metrics import psnr  # noqa: F401  (the validation's PSNR is the evaluation's)
+from ..evaluation import psnr  # noqa: F401  (the validation's PSNR is the evaluation's)
 from ..models import AlignedAutoencoderKL
 
 

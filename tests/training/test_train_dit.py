@@ -1,7 +1,6 @@
 """Latent caching and `training/train_dit.py` on tiny models: round trip, resume, tokenizer checks, saved pipeline."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,14 @@ from safetensors.torch import load_file
 
 from diffusers_aligntok import AlignedAutoencoderKL
 from diffusers_aligntok.data import ImageDatasetConfig, build_image_dataset
-from diffusers_aligntok.training.latent_cache import CachedLatentDataset
+from diffusers_aligntok.training.dit import cli as train_dit
+from diffusers_aligntok.training.dit import latent_cache as cache_latents
+from diffusers_aligntok.training.dit.latent_cache import CachedLatentDataset
+
+from .rank_equivalence import assert_fingerprints_match_one_process, launch_two_cpu_ranks
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "training"))
-import cache_latents  # noqa: E402
-import train_dit  # noqa: E402
-
-from .rank_equivalence import assert_fingerprints_match_one_process, launch_two_cpu_ranks  # noqa: E402
 
 
 NUM_IMAGES = 48

@@ -12,14 +12,13 @@ from transformers import Dinov2Config, Dinov2Model
 from diffusers_aligntok import AlignedAutoencoderKL
 from diffusers_aligntok.training.checkpointing import list_checkpoints
 from diffusers_aligntok.training.config import ConfigError, load_stage_config
+from diffusers_aligntok.training.tokenizer import cli as train_stage
+
+from .rank_equivalence import assert_ranks_in_sync, launch_two_cpu_ranks
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO_ROOT / "training" / "configs" / "tiny_cpu.yaml"
-sys.path.insert(0, str(REPO_ROOT / "training"))
-import train_stage  # noqa: E402
-
-from .rank_equivalence import assert_ranks_in_sync, launch_two_cpu_ranks  # noqa: E402
 
 
 def _write_config(

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import diffusers_aligntok
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokFluxPipeline
 from diffusers_aligntok.data import TextImageDatasetConfig, build_text_image_dataset, make_buckets
 from diffusers_aligntok.training.config import ConfigError
+from diffusers_aligntok.training.t2i import cli as train_t2i
 from diffusers_aligntok.training.t2i_cache import CachedTextImageDataset
 from diffusers_aligntok.training.t2i_components import FluxTextEncoders
 from diffusers_aligntok.training.t2i_config import T2IFlowConfig, load_t2i_config
@@ -32,12 +32,10 @@ from tests.testing_utils import (
     build_tiny_t5_tokenizer,
 )
 
+from .rank_equivalence import assert_fingerprints_match_one_process, launch_two_cpu_ranks
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "training"))
-import train_t2i  # noqa: E402
-
-from .rank_equivalence import assert_fingerprints_match_one_process, launch_two_cpu_ranks  # noqa: E402
 
 
 @pytest.fixture(scope="module")

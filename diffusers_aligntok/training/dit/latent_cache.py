@@ -12,19 +12,41 @@ temporary name and renamed when complete. Latents are *raw* tokenizer outputs; t
 the tokenizer config when it has them, else measured over the cache) normalise them at training time.
 """
 
+import argparse
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
-from ..data.builtin_shapes import augmentation_generator
+from ...data import ImageDatasetConfig, build_image_dataset
+from ...data.builtin_shapes import augmentation_generator
+from ...models import AlignedAutoencoderKL
 
+
+__all__ = [
+    "METADATA_FILE",
+    "SHARD_PATTERN",
+    "CachedLatentDataset",
+    "LatentNormalization",
+    "build_latent_cache",
+    "per_channel_statistics",
+    "read_metadata",
+    "shard_path",
+    "tokenizer_fingerprint",
+    "write_metadata",
+    "write_shard",
+]
+
+logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 SHARD_PATTERN = "shard-{index:05d}.safetensors"
@@ -188,3 +210,174 @@ class CachedLatentDataset(torch.utils.data.Dataset):
         state = dict(self.__dict__)
         state["_handles"] = {}  # file handles do not cross process boundaries
         return state
+
+
+@torch.no_grad()
+def build_latent_cache(
+    tokenizer: str | Path,
+    output_dir: str | Path,
+    *,
+    data: str = "builtin:shapes",
+    split: str = "train",
+    resolution: int = 256,
+    num_builtin_samples: int = 2048,
+    max_samples: int | None = None,
+    batch_size: int = 64,
+    shard_size: int = 4096,
+    flip: bool = True,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Path:
+    """Encodes a labelled data set once into a latent cache at `output_dir` (with flipped copies unless `flip=False`).
+
+    Each accelerate process encodes its share of the shards; shards that already exist are skipped, so a killed run
+    resumes by calling this again with the same arguments. The metadata records the tokenizer (path, config, weight
+    fingerprint) and the latent statistics that normalise latents in training: the tokenizer config's
+    `latents_mean`/`latents_std` when set, else measured over the cache.
+
+    Args:
+        tokenizer: An `AlignedAutoencoderKL` directory or hub id.
+        output_dir: The cache directory (created if missing).
+        data, split, resolution, num_builtin_samples, max_samples, seed: The data set, as in `ImageDatasetConfig`
+            (center-cropped, never flipped: flipped latents are cached separately).
+        batch_size (`int`): Images per encoder call.
+        shard_size (`int`): Items per shard file.
+        flip (`bool`): Also cache the latents of horizontally flipped images.
+        dtype (`str`): Storage dtype of the latents: "float32", "bfloat16" (half the disk) or "float16".
+
+    Returns:
+        `Path`: `output_dir`.
+    """
+    accelerator = Accelerator()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    with accelerator.main_process_first():
+        dataset = build_image_dataset(
+            ImageDatasetConfig(
+                source=data,
+                split=split,
+                resolution=resolution,
+                center_crop=True,
+                random_flip=False,
+                max_samples=max_samples,
+                num_builtin_samples=num_builtin_samples,
+                seed=seed,
+            )
+        )
+    if getattr(dataset, "num_classes", None) is None:
+        raise ValueError(f"{data} has no class labels; class-conditional DiT training needs them.")
+    model = AlignedAutoencoderKL.from_pretrained(tokenizer).to(accelerator.device).eval()
+    storage_dtype = getattr(torch, dtype)
+
+    num_shards = -(-len(dataset) // shard_size)
+    my_shards = [k for k in range(num_shards) if k % accelerator.num_processes == accelerator.process_index]
+    todo = [k for k in my_shards if not shard_path(output_dir, k).is_file()]
+    if len(todo) < len(my_shards):
+        logger.info(
+            f"Rank {accelerator.process_index}: {len(my_shards) - len(todo)} shards already cached; skipping them."
+        )
+    num_skipped = 0
+    for shard_index in tqdm(todo, desc="shards", disable=not accelerator.is_local_main_process):
+        indices = range(shard_index * shard_size, min((shard_index + 1) * shard_size, len(dataset)))
+        latents, flipped, labels = [], [], []
+        for start in range(0, len(indices), batch_size):
+            items = [dataset[i] for i in indices[start : start + batch_size]]
+            num_skipped += sum(item["num_skipped"] for item in items)
+            images = torch.stack([item["pixel_values"] for item in items]).to(accelerator.device)
+            latents.append(model.encode(images).latent_dist.mode().to("cpu", storage_dtype))
+            if flip:
+                flipped.append(model.encode(images.flip(-1)).latent_dist.mode().to("cpu", storage_dtype))
+            labels.extend(item["label"] for item in items)
+        tensors = {"latents": torch.cat(latents), "labels": torch.tensor(labels, dtype=torch.int64)}
+        if flipped:
+            tensors["latents_flipped"] = torch.cat(flipped)
+        write_shard(output_dir, shard_index, tensors)
+    accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        shards = [shard_path(output_dir, k) for k in range(num_shards)]
+        config = model.config
+        if config.latents_mean is not None:
+            mean, std, source = list(config.latents_mean), list(config.latents_std), "tokenizer config"
+        else:
+            (mean, std), source = per_channel_statistics(shards), "measured over this cache"
+        sample = dataset[0]["pixel_values"]
+        factor = model.spatial_compression_ratio
+        write_metadata(
+            output_dir,
+            {
+                "tokenizer": {
+                    "path": str(tokenizer),
+                    "class_name": type(model).__name__,
+                    "fingerprint": tokenizer_fingerprint(model),
+                    "config": dict(config),
+                },
+                "latent_statistics": {"mean": mean, "std": std, "scaling_factor": 1.0, "source": source},
+                "latent_shape": [config.latent_channels, sample.shape[-2] // factor, sample.shape[-1] // factor],
+                "num_samples": len(dataset),
+                "num_classes": dataset.num_classes,
+                "shard_size": shard_size,
+                "flipped": flip,
+                "dtype": dtype,
+                "data": {
+                    "source": data,
+                    "split": split,
+                    "resolution": resolution,
+                    "center_crop": True,
+                    "description": getattr(dataset, "source_description", data),
+                },
+                "skipped_corrupt_images": num_skipped,
+            },
+        )
+        logger.info(f"Cached {len(dataset)} latents in {num_shards} shards under {output_dir} (statistics: {source}).")
+    return output_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Encode a data set once into a latent cache for DiT training (with horizontally flipped copies).\n\n"
+        "    accelerate launch training/cache_latents.py --tokenizer runs/imagenet_f16d32/stage3/model \\\n"
+        "        --data ILSVRC/imagenet-1k --resolution 256 --output_dir cache/imagenet256_aligntok\n\n"
+        "Each process encodes its share of the shards; existing shards are skipped, so a killed run resumes by "
+        "re-running the same command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--tokenizer", required=True, help="AlignedAutoencoderKL directory or hub id.")
+    parser.add_argument("--data", default="builtin:shapes", help="Data source (see ImageDatasetConfig.source).")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--num_builtin_samples", type=int, default=2048)
+    parser.add_argument("--max_samples", type=int, default=None)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--shard_size", type=int, default=4096, help="Items per shard file.")
+    parser.add_argument("--no_flip", action="store_true", help="Do not also cache horizontally flipped latents.")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="Storage dtype of the latents (bfloat16 halves the disk; DiT training runs in bf16).",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """The `training/cache_latents.py` command: `build_latent_cache` with the flags of `parse_args`."""
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    return build_latent_cache(
+        args.tokenizer,
+        args.output_dir,
+        data=args.data,
+        split=args.split,
+        resolution=args.resolution,
+        num_builtin_samples=args.num_builtin_samples,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        flip=not args.no_flip,
+        dtype=args.dtype,
+        seed=args.seed,
+    )

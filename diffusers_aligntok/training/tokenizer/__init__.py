@@ -1,0 +1,1 @@
+"""The tokenizer recipe: the paper's three alignment stages (`accelerate launch training/train_stage.py`)."""
