@@ -16,7 +16,7 @@ seed, six tokenizers with the same 8x8x8 latent (f4, 8 channels) and the same de
 For every arm: reconstruction PSNR on held-out images, latent linear-probe accuracy (`demo.latent_linear_probe`), the
 accuracy of a separately trained small CNN classifier, the judge (trained on real shapes only, never on any
 tokenizer's output), on the reconstructions, and two FIDs of the reconstructions against the held-out real images
-(the floor a DiT can reach through that decoder), both with `evaluation.fid.compute_fid_from_features`:
+(the floor a DiT can reach through that decoder), both with `evaluation.metrics.fid.compute_fid_from_features`:
 
 - **toy-encoder FID**: in the toy foundation encoder's feature space (its CLS token, 96-d). The AlignTok and VA-VAE
   arms are trained towards that very encoder, so this FID can favour them;
@@ -191,7 +191,7 @@ class FidFeatureSpaces:
 
     The toy encoder is the one AlignTok and VA-VAE align to, so its FID may favour them; the judge was trained on real
     images alone and no tokenizer is trained towards it, so its FID has no such bias. Both go through
-    `evaluation.fid.compute_fid_from_features`.
+    `evaluation.metrics.fid.compute_fid_from_features`.
     """
 
     encoder: torch.nn.Module
@@ -207,7 +207,7 @@ class FidFeatureSpaces:
 
     def fids(self, images: torch.Tensor) -> dict[str, float]:
         """`fid` (toy-encoder space) and `judge_fid` (judge space) of `images` against the real images."""
-        from diffusers_aligntok.evaluation.fid import compute_fid_from_features
+        from diffusers_aligntok.evaluation.metrics.fid import compute_fid_from_features
 
         return {
             "fid": compute_fid_from_features(self.real_encoder_features, encoder_features(self.encoder, images)),

@@ -143,12 +143,12 @@ def _load_autoencoder(tokenizer: str | Path | torch.nn.Module) -> torch.nn.Modul
 def latent_linear_probe(
     tokenizer: str | Path | torch.nn.Module, num_images: int = 1000, seed: int = HELD_OUT_SEED
 ) -> float:
-    """Linear-probe accuracy of a tokenizer's latent on held-out built-in images (evaluation.linear_probe).
+    """Linear-probe accuracy of a tokenizer's latent on held-out built-in images (evaluation.metrics.linear_probe).
 
     `tokenizer` is a saved `AlignedAutoencoderKL` directory or any autoencoder with diffusers' `encode` interface.
     """
     from .data import ShapesDataset
-    from .evaluation.linear_probe import latent_probe_features, linear_probe
+    from .evaluation.metrics.linear_probe import latent_probe_features, linear_probe
 
     tokenizer = _load_autoencoder(tokenizer)
     dataset = ShapesDataset(num_samples=num_images, resolution=32, seed=seed, random_flip=False)
@@ -173,7 +173,7 @@ def held_out_reconstructions(
     """Each stage's tokenizer on the same held-out built-in images (never trained on): mean PSNR per stage, and one PNG
     of the first ten (one per class), originals in the top row, then one row per stage."""
     from .data import ShapesDataset
-    from .evaluation.reconstruction_metrics import psnr
+    from .evaluation.metrics.reconstruction import psnr
     from .training.validation import image_grid, reconstruct
 
     dataset = ShapesDataset(num_samples=num_images, resolution=32, seed=seed, random_flip=False)

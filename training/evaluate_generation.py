@@ -50,14 +50,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
-from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS, INCEPTION_MODES  # noqa: E402
-from diffusers_aligntok.evaluation.generation import (  # noqa: E402
+from diffusers_aligntok.evaluation.class_conditional import (  # noqa: E402
     LABEL_SAMPLINGS,
     REFERENCE_NPZ_STATISTICS,
     SAMPLERS,
     GenerationEvaluationConfig,
     evaluate_generation,
 )
+from diffusers_aligntok.evaluation.metrics.fid import FEATURE_EXTRACTORS, INCEPTION_MODES  # noqa: E402
 
 
 def _scales(text: str) -> list[float]:

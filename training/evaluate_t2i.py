@@ -36,11 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
-from diffusers_aligntok.evaluation.fid import FEATURE_EXTRACTORS
+from diffusers_aligntok.evaluation.metrics.clip_score import DEFAULT_CLIP_MODEL, RANDOM_CLIP_STANDIN
+from diffusers_aligntok.evaluation.metrics.fid import FEATURE_EXTRACTORS
 from diffusers_aligntok.evaluation.text_to_image import (
-    DEFAULT_CLIP_MODEL,
     DTYPES,
-    RANDOM_CLIP_STANDIN,
     TextToImageEvaluationConfig,
     evaluate_text_to_image,
 )

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout without installing
 
 from diffusers_aligntok.evaluation import FEATURE_EXTRACTORS, TokenizerEvaluationConfig, evaluate_tokenizers  # noqa: E402
-from diffusers_aligntok.evaluation.linear_probe import LINEAR_PROBE_POOLINGS  # noqa: E402
+from diffusers_aligntok.evaluation.metrics.linear_probe import LINEAR_PROBE_POOLINGS  # noqa: E402
 from diffusers_aligntok.losses import PERCEPTUAL_NETWORKS  # noqa: E402
 
 

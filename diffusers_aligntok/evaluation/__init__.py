@@ -6,9 +6,15 @@ function that uses it. The command-line entry points are `training/evaluate_toke
 `training/compute_latent_statistics.py`.
 """
 
-from .alignment import AlignTokEncoderFeatures, FoundationEncoderFeatures, cknna, hsic_unbiased
-from .evaluator import TokenizerEvaluationConfig, evaluate_tokenizers
-from .fid import (
+from .latent_statistics import (
+    LATENT_NORMALIZATIONS,
+    LatentStatistics,
+    compute_latent_statistics,
+    latent_normalization_config,
+    write_latent_statistics,
+)
+from .metrics.alignment import AlignTokEncoderFeatures, FoundationEncoderFeatures, cknna, hsic_unbiased
+from .metrics.fid import (
     FEATURE_EXTRACTORS,
     MIN_SAMPLES_FOR_STABLE_FID,
     FeatureStatistics,
@@ -22,15 +28,8 @@ from .fid import (
     inception_score,
     precision_recall,
 )
-from .latent_statistics import (
-    LATENT_NORMALIZATIONS,
-    LatentStatistics,
-    compute_latent_statistics,
-    latent_normalization_config,
-    write_latent_statistics,
-)
-from .linear_probe import LinearProbeConfig, latent_probe_features, linear_probe
-from .reconstruction_metrics import (
+from .metrics.linear_probe import LinearProbeConfig, latent_probe_features, linear_probe
+from .metrics.reconstruction import (
     PSNR_CAP_DB,
     ReconstructionMetricSums,
     prepare_images,
@@ -39,6 +38,7 @@ from .reconstruction_metrics import (
     ssim,
 )
 from .report import markdown_table, save_side_by_side
+from .tokenizer import TokenizerEvaluationConfig, evaluate_tokenizers
 from .tokenizer_adapters import (
     FLUX_VAE_CONFIG,
     FLUX_VAE_RANDOM,

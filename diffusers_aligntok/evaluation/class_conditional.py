@@ -84,14 +84,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .evaluator import _feature_dim, _jsonable
-from .fid import (
+from ..utils import to_jsonable
+from .metrics.fid import (
     FEATURE_EXTRACTORS,
     FeatureStatistics,
     FIDFeatureExtractor,
     build_fid_feature_extractor,
     check_inception_mode,
     default_reference_statistics_dir,
+    feature_dimension,
     fid_sample_count_warning,
     frechet_distance,
     inception_score,
@@ -519,7 +520,7 @@ def check_guidance_channels(pipeline, guidance_channels: int | None) -> int | st
     accepts = "guidance_channels" in parameters
     if guidance_channels is None:
         default = parameters["guidance_channels"].default if "guidance_channels" in parameters else None
-        return "all" if default in (None, inspect.Parameter.empty) else _jsonable(default)
+        return "all" if default in (None, inspect.Parameter.empty) else to_jsonable(default)
     if not accepts:
         raise ValueError(
             f"guidance_channels={guidance_channels} was given, but {type(pipeline).__name__}.__call__ takes no "
@@ -564,7 +565,7 @@ def describe_pipeline(pipeline, path: str) -> dict[str, Any]:
         "transformer": {
             "class": type(transformer).__name__,
             "config": {
-                key: _jsonable(transformer.config.get(key)) for key in transformer_keys if key in transformer.config
+                key: to_jsonable(transformer.config.get(key)) for key in transformer_keys if key in transformer.config
             },
             "num_parameters": sum(parameter.numel() for parameter in transformer.parameters()),
             "dtype": str(transformer.dtype).replace("torch.", ""),
@@ -572,12 +573,12 @@ def describe_pipeline(pipeline, path: str) -> dict[str, Any]:
         },
         "vae": {
             "class": type(vae).__name__,
-            "config": {key: _jsonable(vae.config.get(key)) for key in vae_keys if key in vae.config},
+            "config": {key: to_jsonable(vae.config.get(key)) for key in vae_keys if key in vae.config},
             "latent_statistics_set": vae.config.get("latents_mean") is not None,
             "vae_scale_factor": pipeline.vae_scale_factor,
             "fingerprint": tokenizer_fingerprint(vae),
         },
-        "scheduler": {"class": type(scheduler).__name__, "config": _jsonable(dict(scheduler.config))},
+        "scheduler": {"class": type(scheduler).__name__, "config": to_jsonable(dict(scheduler.config))},
     }
 
 
@@ -813,7 +814,7 @@ def load_reference_npz(
             "'mu_sigma' to use its stored statistics."
         )
     source = "mu_sigma" if statistics == "mu_sigma" or (statistics == "auto" and has_statistics) else "arr_0"
-    feature_dim = _feature_dim(extractor.fid)
+    feature_dim = feature_dimension(extractor.fid)
     mode = extractor.fid.inception_mode
     description: dict[str, Any] = {
         "kind": "npz",
@@ -1072,7 +1073,7 @@ def reference_from_data(
         source = dataset if statistics is None else EvenlySpacedSubset(dataset, precision_recall_count)
         wanted = set(positions) if statistics is None else None
         batches = shard_batches(accelerator, len(source), config.batch_size)
-        partial = FeatureStatistics(_feature_dim(extractor.fid)) if statistics is None else None
+        partial = FeatureStatistics(feature_dimension(extractor.fid)) if statistics is None else None
         kept_indices, kept_features = [], []
         progress = tqdm(total=len(batches), desc="reference features", disable=not accelerator.is_local_main_process)
         for _, batch in iterate_batches(source, batches, config.batch_size, len(source), config.num_workers):
@@ -1364,7 +1365,7 @@ def generation_fingerprint(
     `save_npz`, which only adds the images beside it)."""
     settings = {
         "pipeline": {name: pipeline_description[name]["fingerprint"] for name in ("transformer", "vae")},
-        "scheduler": _jsonable(scheduler_config),
+        "scheduler": to_jsonable(scheduler_config),
         "num_inference_steps": config.num_inference_steps,
         "guidance_scale": guidance_scale,
         "guidance_interval": list(config.guidance_interval),
@@ -1728,7 +1729,7 @@ def evaluate_generation(
     shift_effective = None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift")
     results = {
         "settings": {
-            **_jsonable(asdict(config)),
+            **to_jsonable(asdict(config)),
             "guidance_scale": None if config.cfg_sweep is not None else config.guidance_scale,
             "guidance_scales": config.guidance_scales,
             "guidance_channels_effective": guidance_channels_effective,
@@ -1963,5 +1964,5 @@ def generation_markdown(results: dict[str, Any]) -> str:
 def write_generation_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes `results.json` and `results.md` atomically and returns their paths."""
     return write_json_and_markdown(
-        output_dir, json.dumps(_jsonable(results), indent=2) + "\n", generation_markdown(results)
+        output_dir, json.dumps(to_jsonable(results), indent=2) + "\n", generation_markdown(results)
     )

@@ -139,7 +139,7 @@ def save_side_by_side(
     Each row's label gives the tokenizer and its mean PSNR; under every reconstruction is that image's own PSNR.
     Text uses PIL's default font.
     """
-    from .reconstruction_metrics import psnr
+    from .metrics.reconstruction import psnr
 
     font = ImageFont.load_default()
     num_images = originals.shape[0]

@@ -48,10 +48,8 @@ of every sample), `cfg-<scale>/samples/<prompt:06d>-<image:03d>.png`, `cfg-<scal
 `cfg-<scale>/geneval/`.
 """
 
-import csv
 import hashlib
 import inspect
-import io
 import json
 import logging
 import math
@@ -70,21 +68,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.image_datasets import IMAGE_FILE_EXTENSIONS, ImageTransform, decode_image
-from ..standins import CLIP_STANDIN_CONFIG_KEY, build_random_clip_standin, save_random_clip_standin  # noqa: F401
-from .evaluator import _feature_dim
-from .fid import (
-    FEATURE_EXTRACTORS,
-    FeatureStatistics,
-    FIDFeatureExtractor,
-    build_fid_feature_extractor,
-    default_reference_statistics_dir,
-    fid_from_statistics,
-    fid_sample_count_warning,
-    load_reference_statistics,
-    reference_statistics_path,
-    save_reference_statistics,
-)
-from .generation import (
+from ..standins import save_random_clip_standin  # noqa: F401  (re-exported)
+from ..utils import to_jsonable
+from .class_conditional import (
     _save_grid,
     _tf32,
     check_guidance_scales,
@@ -92,9 +78,28 @@ from .generation import (
     guidance_scale_dir,
     select_best_guidance_scale,
 )
+from .metrics.clip_score import (
+    DEFAULT_CLIP_MODEL,
+    CLIPScorer,
+    build_clip_scorer,
+    count_truncated_prompts,
+)
+from .metrics.fid import (
+    FEATURE_EXTRACTORS,
+    FeatureStatistics,
+    FIDFeatureExtractor,
+    build_fid_feature_extractor,
+    default_reference_statistics_dir,
+    feature_dimension,
+    fid_from_statistics,
+    fid_sample_count_warning,
+    load_reference_statistics,
+    reference_statistics_path,
+    save_reference_statistics,
+)
+from .prompts import PromptSet, load_geneval_metadata, load_prompts
 from .report import package_versions, write_json_and_markdown
 from .streaming import shard_batches
-from .tokenizer_adapters import _jsonable
 
 
 logger = logging.getLogger(__name__)
@@ -103,11 +108,7 @@ logger = logging.getLogger(__name__)
 COCO_6K_NUM_PROMPTS = 6_000
 # FLUX.1-dev's documented sampling steps; see the module docstring.
 DEFAULT_NUM_INFERENCE_STEPS = 50
-DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
-RANDOM_CLIP_STANDIN = "random-clip-standin"
 GENEVAL_IMAGES_PER_PROMPT = 4
-PROMPT_FIELDS = ("caption", "prompt", "text")
-PROMPT_FILE_FORMATS = (".txt", ".jsonl", ".json", ".csv")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SAMPLES_DIR = "samples"
 GENEVAL_DIR = "geneval"
@@ -230,176 +231,6 @@ class TextToImageEvaluationConfig:
     @property
     def guidance_scales(self) -> list[float]:
         return list(self.cfg_sweep) if self.cfg_sweep is not None else [float(self.guidance_scale)]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Prompts
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PromptSet:
-    """The prompts of a file, in file order, with what was skipped.
-
-    `records` holds each prompt's original JSON object (`None` for `.txt` lines): GenEval's metadata is written back
-    per prompt.
-    """
-
-    path: str
-    format: str
-    field: str | None
-    prompts: list[str]
-    records: list[dict | None]
-    num_entries: int
-    num_empty_skipped: int
-    sha256: str
-    num_available: int = 0
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "format": self.format,
-            "field": self.field,
-            "sha256": self.sha256,
-            "num_entries": self.num_entries,
-            "num_empty_skipped": self.num_empty_skipped,
-            "num_available": self.num_available,
-            "num_prompts": len(self.prompts),
-        }
-
-
-def load_prompts(path: str | os.PathLike, field: str | None = None, max_prompts: int | None = None) -> PromptSet:
-    """Reads a prompt file; empty prompts are skipped and counted, anything malformed raises a ValueError naming
-    the file and line.
-
-    Formats (by extension): `.txt` one prompt per line; `.jsonl` one JSON object per line; `.json` a list of strings
-    or objects, or an object with an `annotations` list (COCO's `captions_val2014.json`); `.csv` a header row and one
-    row per prompt. The prompt is `field`, by default the first of `caption`, `prompt`, `text` that the entry has.
-    Surrounding whitespace is stripped (COCO captions often end in spaces or a newline).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Prompt file {path} does not exist (or is not a file).")
-    suffix = path.suffix.lower()
-    if suffix not in PROMPT_FILE_FORMATS:
-        raise ValueError(f"{path}: unsupported prompt file type {suffix!r}; use one of {PROMPT_FILE_FORMATS}.")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error}); save the prompts as UTF-8.") from error
-
-    entries: list[tuple[str, Any]] = []  # (where, raw entry) in file order; None marks an empty line
-    if suffix == ".txt":
-        entries = [(f"line {number}", line) for number, line in enumerate(text.splitlines(), start=1)]
-    elif suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                entries.append((f"line {number}", None))
-                continue
-            try:
-                entries.append((f"line {number}", json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {number}: not valid JSON ({error}); a .jsonl file holds one JSON object per line."
-                ) from error
-    elif suffix == ".json":
-        try:
-            loaded = json.loads(text) if text.strip() else []
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error}).") from error
-        if isinstance(loaded, dict) and isinstance(loaded.get("annotations"), list):
-            loaded = loaded["annotations"]  # COCO's captions_*.json
-        if not isinstance(loaded, list):
-            raise ValueError(
-                f"{path}: a .json prompt file must hold a list of prompts (strings or objects) or COCO's "
-                f"{{'annotations': [...]}}, got a {type(loaded).__name__}."
-            )
-        entries = [(f"entry {number}", entry) for number, entry in enumerate(loaded)]
-    else:  # .csv
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))  # quoted captions may span lines
-        entries = [(f"row {number}", row) for number, row in enumerate(rows, start=2)]
-
-    prompts, records, num_empty = [], [], 0
-    chosen_field = field if suffix != ".txt" else None
-    for where, entry in entries:
-        if isinstance(entry, dict):
-            if chosen_field is None:
-                chosen_field = next((name for name in PROMPT_FIELDS if name in entry), None)
-            if chosen_field is None or chosen_field not in entry:
-                available = ", ".join(map(str, entry)) or "none"
-                wanted = repr(chosen_field) if chosen_field else f"one of {PROMPT_FIELDS}"
-                raise ValueError(
-                    f"{path}, {where}: no prompt field {wanted} (fields: {available}); pass "
-                    "--prompt_field with the name of the caption field."
-                )
-            value, record = entry[chosen_field], entry
-        elif entry is None or isinstance(entry, str):
-            value, record = entry, None
-        else:
-            raise ValueError(f"{path}, {where}: expected a prompt string or an object, got {type(entry).__name__}.")
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{path}, {where}: the prompt must be a string, got {type(value).__name__} {value!r}.")
-        value = (value or "").strip()
-        if not value:
-            num_empty += 1
-            continue
-        prompts.append(value)
-        records.append(record)
-    num_available = len(prompts)
-    if not prompts:
-        raise ValueError(
-            f"{path} holds no prompts ({len(entries)} entries, {num_empty} empty); expected {_format_help(suffix)}."
-        )
-    if max_prompts is not None:
-        prompts, records = prompts[:max_prompts], records[:max_prompts]
-    return PromptSet(
-        str(path),
-        suffix.lstrip("."),
-        chosen_field,
-        prompts,
-        records,
-        len(entries),
-        num_empty,
-        hashlib.sha256(data).hexdigest(),
-        num_available,
-    )
-
-
-def _format_help(suffix: str) -> str:
-    return {
-        ".txt": "one prompt per line",
-        ".jsonl": f"one JSON object per line with a {'/'.join(PROMPT_FIELDS)} field",
-        ".json": "a list of prompts or objects with a caption",
-        ".csv": f"a header row with a {'/'.join(PROMPT_FIELDS)} column",
-    }[suffix]
-
-
-def load_geneval_metadata(path: str | os.PathLike) -> PromptSet:
-    """GenEval's `evaluation_metadata.jsonl`: one JSON object per line, each with a `prompt` (and the tag, class and
-    count fields GenEval's scorer reads back from the sample folders)."""
-    path = Path(path).expanduser()
-    if path.suffix.lower() != ".jsonl":
-        raise ValueError(
-            f"{path}: GenEval's metadata is a .jsonl file (evaluation_metadata.jsonl), got "
-            f"{path.suffix or 'no extension'!r}."
-        )
-    metadata = load_prompts(path, field="prompt")
-    if metadata.num_empty_skipped:
-        raise ValueError(
-            f"{path} has {metadata.num_empty_skipped} empty lines or prompts; GenEval numbers its prompt "
-            "folders by line, so remove them from the metadata file."
-        )
-    return metadata
-
-
-def count_truncated_prompts(tokenizer, prompts: Sequence[str], max_length: int | None = None) -> int:
-    """How many prompts have more tokens (with the special ones) than `max_length` (default: the tokenizer's)."""
-    max_length = max_length or tokenizer.model_max_length
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=False)["input_ids"]]
-    return sum(length > max_length for length in lengths)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -578,7 +409,7 @@ class CallSettings:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "call_kwargs": _jsonable(self.kwargs),
+            "call_kwargs": to_jsonable(self.kwargs),
             "cfg_argument": self.cfg_argument,
             "negative_prompt": self.negative_prompt,
             "embedded_guidance_scale": self.embedded_guidance_scale,
@@ -665,7 +496,7 @@ def describe_text_to_image_pipeline(pipeline, path: str) -> dict[str, Any]:
         description[name] = {
             "class": type(component).__name__,
             "config": {
-                key: _jsonable(value) for key, value in dict(component.config).items() if not key.startswith("_")
+                key: to_jsonable(value) for key, value in dict(component.config).items() if not key.startswith("_")
             },
             "num_parameters": description["components"][name]["num_parameters"],
             # Text encoders are frozen and come with the pipeline; the trained models are what runs differ in.
@@ -675,7 +506,7 @@ def describe_text_to_image_pipeline(pipeline, path: str) -> dict[str, Any]:
     description["latent_patch_size"] = getattr(pipeline, "latent_patch_size", None)
     description["scheduler"] = {
         "class": type(pipeline.scheduler).__name__,
-        "config": _jsonable(dict(pipeline.scheduler.config)),
+        "config": to_jsonable(dict(pipeline.scheduler.config)),
     }
     return description
 
@@ -836,95 +667,6 @@ def write_prompt_index(output_dir: Path, plan: Sequence[Sample]) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# CLIP score
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class CLIPScorer:
-    """`100 * max(cos(image embedding, text embedding), 0)` per image-prompt pair, as torchmetrics' `CLIPScore`.
-
-    Args:
-        model (`transformers.CLIPModel`), tokenizer, image_processor: The CLIP model and its preprocessing.
-        name (`str`): Recorded with the score.
-        is_real_metric (`bool`): False for a random stand-in; its numbers are reported as "not a CLIP score".
-        device: Where the model runs (float32).
-    """
-
-    def __init__(
-        self, model, tokenizer, image_processor, name: str, is_real_metric: bool, device: str | torch.device = "cpu"
-    ):
-        self.device = torch.device(device)
-        self.model = model.to(self.device, torch.float32).eval()
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.name = name
-        self.is_real_metric = is_real_metric
-
-    @property
-    def max_length(self) -> int:
-        return int(min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings))
-
-    def count_truncated(self, prompts: Sequence[str]) -> int:
-        return count_truncated_prompts(self.tokenizer, prompts, self.max_length)
-
-    @torch.no_grad()
-    def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
-            list(prompts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
-        pooled = self.model.text_model(
-            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-        ).pooler_output
-        return torch.nn.functional.normalize(self.model.text_projection(pooled).float(), dim=-1)
-
-    @torch.no_grad()
-    def image_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
-        pooled = self.model.vision_model(pixel_values=pixels).pooler_output
-        return torch.nn.functional.normalize(self.model.visual_projection(pooled).float(), dim=-1)
-
-    def __call__(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
-        cosine = (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(dim=-1)
-        return (100 * cosine.clamp_min(0)).double().cpu().numpy()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "is_real_metric": self.is_real_metric,
-            "formula": "mean over samples of 100 * max(cos(CLIP image embedding, CLIP text embedding), 0)",
-            "max_text_tokens": self.max_length,
-            "image_preprocessing": f"{type(self.image_processor).__name__} of the 8-bit PNG",
-        }
-
-
-def build_clip_scorer(name_or_path: str, device: str | torch.device = "cpu") -> CLIPScorer:
-    """`random-clip-standin` (in memory), or a `CLIPModel` with its processor from a hub id or a local directory."""
-    if name_or_path == RANDOM_CLIP_STANDIN:
-        model, tokenizer, image_processor = build_random_clip_standin()
-        return CLIPScorer(model, tokenizer, image_processor, RANDOM_CLIP_STANDIN, is_real_metric=False, device=device)
-    from transformers import CLIPModel, CLIPProcessor
-
-    try:
-        model = CLIPModel.from_pretrained(name_or_path)
-        processor = CLIPProcessor.from_pretrained(name_or_path)
-    except OSError as error:
-        raise OSError(
-            f"Could not load the CLIP model {name_or_path!r} (a CLIPModel with its tokenizer and image processor): "
-            f"{error}. Download it once (huggingface-cli download {DEFAULT_CLIP_MODEL}) or give a local directory; "
-            f"--clip_model none skips the CLIP score, --clip_model {RANDOM_CLIP_STANDIN} runs an offline stand-in."
-        ) from error
-    is_standin = bool(getattr(model.config, CLIP_STANDIN_CONFIG_KEY, False))
-    return CLIPScorer(
-        model,
-        processor.tokenizer,
-        processor.image_processor,
-        str(name_or_path),
-        is_real_metric=not is_standin,
-        device=device,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Reference images
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -1013,7 +755,7 @@ def reference_statistics(
     if statistics is None:
         dataset = _ReferenceImages(files, height, width)
         batch_ids = shard_batches(accelerator, len(files), batch_size)
-        partial = FeatureStatistics(_feature_dim(extractor))
+        partial = FeatureStatistics(feature_dimension(extractor))
         unreadable = 0
         if batch_ids:
             sampler = [list(range(b * batch_size, min((b + 1) * batch_size, len(files)))) for b in batch_ids]
@@ -1067,7 +809,7 @@ def score_samples(
     """FID statistics and CLIP scores of the saved PNGs, sharded over processes; the merged result on every process."""
     from accelerate.utils import gather_object
 
-    statistics = FeatureStatistics(_feature_dim(extractor)) if extractor is not None else None
+    statistics = FeatureStatistics(feature_dimension(extractor)) if extractor is not None else None
     clip_sum = clip_square_sum = 0.0
     for batch_id in shard_batches(accelerator, len(samples), batch_size):
         batch = samples[batch_id * batch_size : (batch_id + 1) * batch_size]
@@ -1298,7 +1040,7 @@ def evaluate_text_to_image(
     headline = best if best is not None else rows[0]
     results = {
         "settings": {
-            **_jsonable(asdict(config)),
+            **to_jsonable(asdict(config)),
             "guidance_scale": None if config.cfg_sweep is not None else config.guidance_scale,
             "guidance_scales": config.guidance_scales,
             "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
@@ -1435,5 +1177,5 @@ def text_to_image_markdown(results: dict[str, Any]) -> str:
 def write_text_to_image_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes `results.json` and `results.md` atomically and returns their paths."""
     return write_json_and_markdown(
-        output_dir, json.dumps(_jsonable(results), indent=2) + "\n", text_to_image_markdown(results)
+        output_dir, json.dumps(to_jsonable(results), indent=2) + "\n", text_to_image_markdown(results)
     )

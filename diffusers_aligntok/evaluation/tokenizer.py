@@ -45,23 +45,25 @@ from tqdm.auto import tqdm
 
 from ..data.builtin_shapes import normalize_resolution
 from ..models import AlignedAutoencoderKL
-from .alignment import AlignTokEncoderFeatures, FoundationEncoderFeatures, cknna
-from .fid import (
+from ..utils import to_jsonable
+from .metrics.alignment import AlignTokEncoderFeatures, FoundationEncoderFeatures, cknna
+from .metrics.fid import (
     FeatureStatistics,
     FIDFeatureExtractor,
     build_fid_feature_extractor,
     default_reference_statistics_dir,
+    feature_dimension,
     fid_from_statistics,
     fid_sample_count_warning,
     load_reference_statistics,
     reference_statistics_path,
     save_reference_statistics,
 )
-from .linear_probe import LinearProbeConfig, latent_probe_features, linear_probe
-from .reconstruction_metrics import ReconstructionMetricSums, check_matching_pair, quantize_reconstructions
+from .metrics.linear_probe import LinearProbeConfig, latent_probe_features, linear_probe
+from .metrics.reconstruction import ReconstructionMetricSums, check_matching_pair, quantize_reconstructions
 from .report import RECONSTRUCTIONS_PNG, package_versions, save_side_by_side, write_results
 from .streaming import atomic_torch_save, build_evaluation_dataset, iterate_batches, shard_batches
-from .tokenizer_adapters import DiffusersAutoencoderAdapter, _jsonable, check_resolution_for_all, load_tokenizer
+from .tokenizer_adapters import DiffusersAutoencoderAdapter, check_resolution_for_all, load_tokenizer
 
 
 logger = logging.getLogger(__name__)
@@ -348,7 +350,7 @@ def evaluate_tokenizers(
             )
         results = {
             "settings": {
-                **_jsonable(asdict(config)),
+                **to_jsonable(asdict(config)),
                 "resolution": [height, width],
                 "crop": "center",
                 "num_samples": num_samples,
@@ -485,11 +487,6 @@ def _new_state(adapters, feature_dim: int, use_cached_reference: bool) -> dict[s
     }
 
 
-def _feature_dim(feature_extractor: FIDFeatureExtractor) -> int:
-    probe = torch.zeros(1, 3, 32, 32)
-    return int(feature_extractor(probe).shape[1])
-
-
 def _load_or_start_state(
     state_path: Path, resume: bool, fingerprint: str, adapters, feature_extractor, cached_reference
 ):
@@ -506,7 +503,7 @@ def _load_or_start_state(
         logger.info(f"--resume given but {state_path} does not exist; starting from the beginning.")
     elif state_path.is_file():
         logger.info(f"Ignoring the partial state in {state_path.parent} (no --resume); starting over.")
-    state = _new_state(adapters, _feature_dim(feature_extractor), cached_reference is not None)
+    state = _new_state(adapters, feature_dimension(feature_extractor), cached_reference is not None)
     state["fingerprint"] = fingerprint
     return state
 
@@ -679,7 +676,7 @@ def _settings_fingerprint(
     settings = {
         "config": {
             key: value
-            for key, value in _jsonable(asdict(config)).items()
+            for key, value in to_jsonable(asdict(config)).items()
             if key not in ("num_workers", "save_every_batches", "fid_statistics_cache")
         },
         "num_samples": num_samples,

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from ..models import AlignedAutoencoderKL
 from ..standins import FLUX_VAE_CONFIG, build_random_flux_vae  # noqa: F401  (re-exported)
+from ..utils import to_jsonable
 
 
 FLUX_VAE_RANDOM = "flux-vae-random"
@@ -133,7 +134,7 @@ class DiffusersAutoencoderAdapter:
             "latent_channels": self.latent_channels,
             "num_parameters": sum(parameter.numel() for parameter in self.model.parameters()),
             "dtype": str(self.dtype).replace("torch.", ""),
-            "config": _jsonable(dict(self.model.config)),
+            "config": to_jsonable(dict(self.model.config)),
         }
 
 
@@ -311,13 +312,3 @@ def check_resolution_for_all(adapters: list[DiffusersAutoencoderAdapter], height
 
 def _round_up(value: int, factor: int) -> int:
     return max(factor, -(-value // factor) * factor)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from diffusers_aligntok.evaluation import TokenizerEvaluationConfig, evaluate_tokenizers, load_tokenizer
-from diffusers_aligntok.evaluation.evaluator import PARTIAL_STATE_DIR
+from diffusers_aligntok.evaluation.tokenizer import PARTIAL_STATE_DIR
 
 from .conftest import IdentityTokenizer
 

@@ -15,7 +15,7 @@ from diffusers_aligntok.evaluation import (
     inception_score,
     precision_recall,
 )
-from diffusers_aligntok.evaluation.fid import (
+from diffusers_aligntok.evaluation.metrics.fid import (
     load_reference_statistics,
     reference_statistics_path,
     save_reference_statistics,

@@ -13,13 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusers_aligntok.evaluation.fid import (
-    FeatureStatistics,
-    build_fid_feature_extractor,
-    compute_fid_from_features,
-    save_reference_statistics,
-)
-from diffusers_aligntok.evaluation.generation import (
+from diffusers_aligntok.evaluation.class_conditional import (
     GenerationEvaluationConfig,
     GenerationFeatureExtractor,
     Reference,
@@ -39,6 +33,12 @@ from diffusers_aligntok.evaluation.generation import (
     random_labels,
     select_best_guidance_scale,
     write_adm_sample_npz,
+)
+from diffusers_aligntok.evaluation.metrics.fid import (
+    FeatureStatistics,
+    build_fid_feature_extractor,
+    compute_fid_from_features,
+    save_reference_statistics,
 )
 
 
@@ -726,7 +726,7 @@ def test_guidance_channels_is_passed_only_when_given_and_checked(
 
 
 def test_protocol_record_names_what_differs_from_the_adm_combination():
-    from diffusers_aligntok.evaluation.fid import RandomInceptionStandIn
+    from diffusers_aligntok.evaluation.metrics.fid import RandomInceptionStandIn
 
     real = GenerationFeatureExtractor(
         build_fid_feature_extractor(

@@ -106,7 +106,7 @@ def hub_assets(tmp_path_factory) -> dict[str, Path]:
     from diffusers_aligntok import AlignedAutoencoderKL
     from diffusers_aligntok.data import save_shapes_image_folder
     from diffusers_aligntok.evaluation import TokenizerEvaluationConfig, evaluate_tokenizers
-    from diffusers_aligntok.evaluation.generation import GenerationEvaluationConfig, evaluate_generation
+    from diffusers_aligntok.evaluation.class_conditional import GenerationEvaluationConfig, evaluate_generation
     from diffusers_aligntok.evaluation.text_to_image import (
         TextToImageEvaluationConfig,
         evaluate_text_to_image,

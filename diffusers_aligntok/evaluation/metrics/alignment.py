@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import AlignedAutoencoderKL
-from ..models.foundation_encoders import (
+from ...models import AlignedAutoencoderKL
+from ...models.foundation_encoders import (
     FOUNDATION_ENCODERS,
     encode_patch_tokens,
     get_foundation_encoder_spec,

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..standins import RandomInceptionStandIn
+from ...standins import RandomInceptionStandIn
 
 
 # Samples below which an FID estimate is noticeably biased upward (FID's bias falls roughly as 1/N; Chong & Forsyth,
@@ -362,6 +362,11 @@ class FIDFeatureExtractor:
             "inception_mode": self.inception_mode,
             "protocol": protocols[self.inception_mode],
         }
+
+
+def feature_dimension(feature_extractor) -> int:
+    """The length of the feature vectors `feature_extractor` gives (probed with one small black image)."""
+    return int(feature_extractor(torch.zeros(1, 3, 32, 32)).shape[1])
 
 
 def build_fid_feature_extractor(
