@@ -48,9 +48,14 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "aligntok-demo=diffusers_aligntok.demo:main",
-            "aligntok-convert-lightningdit=diffusers_aligntok.conversion.lightningdit_cli:main",
-            "aligntok-push=diffusers_aligntok.hub.cli:main",
+            "aligntok-demo=diffusers_aligntok.commands:demo",
+            "aligntok-evaluate-tokenizer=diffusers_aligntok.commands:evaluate_tokenizer",
+            "aligntok-evaluate-generation=diffusers_aligntok.commands:evaluate_generation",
+            "aligntok-evaluate-t2i=diffusers_aligntok.commands:evaluate_t2i",
+            "aligntok-latent-statistics=diffusers_aligntok.commands:compute_latent_statistics",
+            "aligntok-cache-latents=diffusers_aligntok.commands:cache_latents",
+            "aligntok-convert-lightningdit=diffusers_aligntok.commands:convert_lightningdit",
+            "aligntok-push=diffusers_aligntok.commands:push_to_hub",
         ]
     },
     classifiers=[

@@ -25,5 +25,9 @@ print(f"diffusers_aligntok {diffusers_aligntok.__version__ if hasattr(diffusers_
 PY
 "$WORK/venv/bin/aligntok-demo" --scale 0.01 --output_dir "$WORK/demo"
 test -f "$WORK/demo/demo_metrics.json"
-EVALUATION_COMMAND
+# An evaluation console script on the demo's tokenizer against the FLUX VAE layout, with the named offline stand-ins.
+"$WORK/venv/bin/aligntok-evaluate-tokenizer" --tokenizers "$WORK/demo/stage3/model" flux-vae-random \
+    --data builtin:shapes --resolution 32 --num_samples 16 --output_dir "$WORK/eval" \
+    --feature_extractor random-inception-standin --perceptual lpips-vgg-random-trunk
+test -f "$WORK/eval/results.json"
 echo "wheel check passed: $(basename "$WHEEL")"

@@ -5,8 +5,9 @@
    semantics, which is what AlignTok exploits). It is saved with transformers' `save_pretrained` and loaded through
    `AlignedAutoencoderKL.from_foundation_encoder`, the real loading path. `--foundation_encoder ID_OR_PATH` uses a real
    checkpoint instead (it must fit the demo's 32x32 images: any DINOv2 works, slowly).
-2. Stages 1, 2 and 3 through `training/train_stage.py`'s code, with `diffusers_aligntok/configs/demo_cpu.yaml`.
-3. Latents cached with `training/cache_latents.py`, a class-conditional DiT trained with `training/train_dit.py`
+2. Stages 1, 2 and 3 through the code of `training/train_stage.py` (`diffusers_aligntok.training.tokenizer.cli`), with `diffusers_aligntok/configs/demo_cpu.yaml`.
+3. Latents cached by `diffusers_aligntok.training.dit.latent_cache`, a class-conditional DiT trained by
+   `diffusers_aligntok.training.dit.cli` (the code of `training/cache_latents.py` and `training/train_dit.py`)
    (`diffusers_aligntok/configs/dit_demo_cpu.yaml`), and samples drawn through `AlignTokDiTPipeline`.
 
 Everything lands in one run directory: `stage{1,2,3}/model` (each with train_stage.py's own validation grid),
@@ -19,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ import yaml
 # The demo's two recipes ship inside the package (package data), so `aligntok-demo` works from an installed wheel.
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 # Until the training scripts' code moves into the package (issue 14), the demo runs it from the source checkout.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_CONFIG = CONFIGS_DIR / "demo_cpu.yaml"
 DIT_CONFIG = CONFIGS_DIR / "dit_demo_cpu.yaml"
 logger = logging.getLogger("aligntok.demo")
@@ -216,17 +215,6 @@ def _write_config(template: Path, destination: Path, updates: dict[str, Any]) ->
     return destination
 
 
-def _training_scripts():
-    """The modules of `training/train_stage.py`, `train_dit.py` and `cache_latents.py` (the demo runs their code)."""
-    if str(REPO_ROOT / "training") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "training"))
-    import cache_latents
-    import train_dit
-    import train_stage
-
-    return train_stage, cache_latents, train_dit
-
-
 def train_tokenizer_stages(
     output_dir: Path,
     foundation_encoder: str,
@@ -243,7 +231,8 @@ def train_tokenizer_stages(
 
     Returns each trained stage's `metrics.json`.
     """
-    train_stage, _, _ = _training_scripts()
+    from .training.tokenizer import cli as train_stage
+
     updates: dict[str, Any] = {
         "common.model.foundation_encoder": str(foundation_encoder),
         "common.training.seed": seed,
@@ -280,7 +269,8 @@ def train_class_conditional_dit(
     With `tokenizer_dir` the run also saves `<output_dir>/pipeline`. With `resume`, training continues from the latest
     checkpoint in `output_dir` up to `max_train_steps` (how the benchmark measures the DiT at intermediate steps).
     """
-    _, _, train_dit = _training_scripts()
+    from .training.dit import cli as train_dit
+
     config = _write_config(
         DIT_CONFIG,
         output_dir / "dit.yaml",
@@ -296,7 +286,8 @@ def train_class_conditional_dit(
 
 
 def run_demo(output_dir: Path, foundation_encoder: str | None, encoder_steps: int, scale: float) -> dict[str, Any]:
-    _, cache_latents, _ = _training_scripts()
+    from .training.dit import latent_cache as cache_latents
+
     timings: dict[str, float] = {}
     metrics: dict[str, Any] = {"output_dir": str(output_dir)}
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Small helpers every layer shares: atomic writes and JSON conversion.
+"""Small helpers every layer shares: atomic writes, JSON conversion and the number format of result tables.
 
 Every file or directory the library writes that a later run reads (checkpoints, exported models, latent caches,
 statistics, sample chunks, results) goes through [`atomic_path`], so a kill during the write leaves the previous
@@ -6,7 +6,9 @@ version, never a half-written one.
 """
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
-__all__ = ["INCOMPLETE_SUFFIX", "atomic_path", "is_incomplete", "to_jsonable", "write_json", "write_text"]
+__all__ = [
+    "INCOMPLETE_SUFFIX",
+    "atomic_path",
+    "format_metric",
+    "is_incomplete",
+    "settings_fingerprint",
+    "to_jsonable",
+    "write_json",
+    "write_text",
+]
 
 # The one temporary-name scheme: `<name>.incomplete` beside the destination (same filesystem, so the rename is atomic).
 INCOMPLETE_SUFFIX = ".incomplete"
@@ -90,3 +101,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, value: Any, indent: int = 2, sort_keys: bool = False) -> Path:
     """Writes `value` as JSON (through [`to_jsonable`]) to `path` atomically, with a final newline."""
     return write_text(path, json.dumps(to_jsonable(value), indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def format_metric(value: Any, digits: int, scale: float = 1.0, suffix: str = "") -> str:
+    """A metric as a Markdown table cell: `value * scale` to `digits` decimals plus `suffix`; `-` for a missing,
+    non-numeric or non-finite value (a NaN or an infinite FID is a failed measurement, not a number to rank)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return "-"
+    return f"{value * scale:.{digits}f}{suffix}"
+
+
+def settings_fingerprint(settings: dict[str, Any], length: int | None = 24) -> str:
+    """The SHA-256 of `settings` as canonical JSON (sorted keys; `str` for what JSON cannot hold), as hex cut to
+    `length` characters. What a resumable run stores beside its partial results, to refuse resuming with others."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if length is None else digest[:length]

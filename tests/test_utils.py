@@ -1,4 +1,5 @@
-"""`atomic_path`: a write that fails or is killed leaves the previous version, for files and directories."""
+"""`atomic_path`: a write that fails or is killed leaves the previous version, for files and directories; the shared
+metric format and settings fingerprint."""
 
 import json
 import os
@@ -7,7 +8,15 @@ import sys
 
 import pytest
 
-from diffusers_aligntok.utils import INCOMPLETE_SUFFIX, atomic_path, is_incomplete, to_jsonable, write_json
+from diffusers_aligntok.utils import (
+    INCOMPLETE_SUFFIX,
+    atomic_path,
+    format_metric,
+    is_incomplete,
+    settings_fingerprint,
+    to_jsonable,
+    write_json,
+)
 
 
 def test_a_file_appears_only_when_complete(tmp_path):
@@ -80,3 +89,19 @@ def test_to_jsonable_converts_tuples_paths_and_dtypes():
         "path": path,
         "dtype": "torch.bfloat16",
     }
+
+
+def test_format_metric_marks_failed_measurements():
+    assert format_metric(3.14159, 2) == "3.14"
+    assert format_metric(0.8125, 1, 100, "%") == "81.2%"
+    # A NaN or infinite FID is a failed measurement; None, text and booleans are not numbers to print.
+    for value in (None, float("nan"), float("inf"), "3.1", True):
+        assert format_metric(value, 2) == "-"
+
+
+def test_settings_fingerprint_ignores_key_order_and_sees_every_value():
+    settings = {"seed": 0, "guidance_scale": 1.5, "shape": (4, 32, 32)}
+    reordered = {"shape": [4, 32, 32], "guidance_scale": 1.5, "seed": 0}
+    assert settings_fingerprint(settings) == settings_fingerprint(reordered)
+    assert len(settings_fingerprint(settings)) == 24 and len(settings_fingerprint(settings, length=None)) == 64
+    assert settings_fingerprint({**settings, "seed": 1}) != settings_fingerprint(settings)

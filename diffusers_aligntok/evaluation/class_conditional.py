@@ -63,12 +63,10 @@ networks and whether each is a real metric, package versions, one row per guidan
 `cfg-<scale>/samples_grid.png`.
 """
 
-import contextlib
 import hashlib
 import inspect
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -84,7 +82,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..utils import to_jsonable
+from ..utils import atomic_path, format_metric, settings_fingerprint, to_jsonable
 from .metrics.fid import (
     FEATURE_EXTRACTORS,
     FeatureStatistics,
@@ -99,11 +97,23 @@ from .metrics.fid import (
     load_reference_statistics,
     precision_recall,
     quantize_to_uint8,
+    reference_statistics_key,
     reference_statistics_path,
     save_reference_statistics,
 )
 from .report import package_versions, write_json_and_markdown
 from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_batches, shard_batches
+from .sweep import (
+    SAMPLES_DIR,
+    SAMPLES_GRID_PNG,
+    check_guidance_scales,
+    chunks_for_process,
+    guidance_scale_dir,
+    mark_best_guidance_scale,
+    save_sample_grid,
+    sweep_settings,
+    tf32_matmuls,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -124,8 +134,6 @@ PROTOCOL_PRECISION_RECALL_REFERENCE_SAMPLES = 10_000
 INCEPTION_SCORE_SPLITS = 10
 RESULTS_JSON = "results.json"
 RESULTS_MARKDOWN = "results.md"
-SAMPLES_DIR = "samples"
-SAMPLES_GRID_PNG = "samples_grid.png"
 _CHUNK_FORMAT = "features-{:05d}.npz"
 _IMAGES_FORMAT = "images-{:05d}.npz"
 _STATE_VERSION = 1
@@ -295,22 +303,6 @@ def check_label_sampling(label_sampling: str) -> str:
     return label_sampling
 
 
-def check_guidance_scales(
-    cfg_sweep: Sequence[float] | None, guidance_scale: float, minimum: float, example: str
-) -> list[float] | None:
-    """Validates a guidance scale or a CFG sweep (non-empty, no repeats, finite, >= `minimum`); returns the sweep."""
-    if cfg_sweep is not None:
-        cfg_sweep = [float(scale) for scale in cfg_sweep]
-        if not cfg_sweep:
-            raise ValueError(f"cfg_sweep is empty; give at least one guidance scale, e.g. {example}.")
-        if len(set(cfg_sweep)) != len(cfg_sweep):
-            raise ValueError(f"cfg_sweep lists a scale twice: {cfg_sweep}.")
-    for scale in cfg_sweep if cfg_sweep is not None else [float(guidance_scale)]:
-        if not math.isfinite(scale) or scale < minimum:
-            raise ValueError(f"Guidance scales must be finite and >= {minimum:g}, got {scale}.")
-    return cfg_sweep
-
-
 def check_guidance_interval(interval: Sequence[float]) -> tuple[float, float]:
     """`(low, high)` as floats, or a ValueError saying what a valid interval is."""
     if isinstance(interval, (str, bytes)) or not isinstance(interval, Sequence) or len(interval) != 2:
@@ -436,20 +428,8 @@ def _splitmix64_seeds(seed: int, indices: int | np.ndarray, stream: int = 0) -> 
     return (state >> np.uint64(1)).astype(np.int64)
 
 
-def chunks_for_process(num_chunks: int, process_index: int, num_processes: int) -> list[int]:
-    """Chunk ids of one process: every `num_processes`-th chunk, starting at `process_index` (round robin keeps the
-    shorter last chunk from unbalancing the work)."""
-    if not 0 <= process_index < num_processes:
-        raise ValueError(f"process_index {process_index} is outside [0, {num_processes}).")
-    return list(range(process_index, num_chunks, num_processes))
-
-
 def chunk_path(scale_dir: str | os.PathLike, chunk: int) -> Path:
     return Path(scale_dir) / _CHUNK_FORMAT.format(chunk)
-
-
-def guidance_scale_dir(output_dir: str | os.PathLike, guidance_scale: float) -> Path:
-    return Path(output_dir) / f"cfg-{guidance_scale:g}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1041,20 +1021,16 @@ def reference_from_data(
             f"{config.reference_num_samples}."
         )
     # The tokenizer evaluation's cache key: both evaluations share statistics of the same images.
-    key = {
-        "source": config.reference,
-        "split": config.reference_split,
-        "resolution": [height, width],
-        "crop": "center",
-        "num_samples": total,
-        "data_description": description_text,
-        "feature_extractor": extractor.name,
-        "seed": _REFERENCE_SEED if config.reference.startswith("builtin:") else None,
-    }
-    if extractor.fid.inception_mode != "clean":
-        # Only outside the default: "clean" keys stay those of the tokenizer evaluation (which has no mode) and of
-        # statistics cached before the mode existed, so both keep sharing one cache entry.
-        key["inception_mode"] = extractor.fid.inception_mode
+    key = reference_statistics_key(
+        config.reference,
+        config.reference_split,
+        (height, width),
+        total,
+        extractor.name,
+        data_description=description_text,
+        seed=_REFERENCE_SEED,
+        inception_mode=extractor.fid.inception_mode,
+    )
     cache_dir = (
         Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
     )
@@ -1133,11 +1109,8 @@ def reference_from_data(
 
 
 def _save_cached_features(path: Path, features: np.ndarray, key: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".incomplete")
-    with open(temporary, "wb") as handle:
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, features=features, key=json.dumps(key, sort_keys=True, default=str))
-    os.replace(temporary, path)
 
 
 def _load_cached_features(path: Path, key: dict[str, Any]) -> np.ndarray | None:
@@ -1384,7 +1357,7 @@ def generation_fingerprint(
         settings["inception_mode"] = inception_mode
     if config.guidance_channels is not None:
         settings["guidance_channels"] = config.guidance_channels
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return settings_fingerprint(settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1556,12 +1529,6 @@ def compute_generation_metrics(
     return metrics
 
 
-def select_best_guidance_scale(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The row with the lowest finite gFID (the first of equal ones), or None if none has one."""
-    candidates = [row for row in rows if row.get("gfid") is not None and math.isfinite(row["gfid"])]
-    return min(candidates, key=lambda row: row["gfid"]) if candidates else None
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1665,7 +1632,7 @@ def evaluate_generation(
             if not resume:
                 _remove_chunks(scale_dir)
         accelerator.wait_for_everyone()
-        with _tf32(config.allow_tf32):
+        with tf32_matmuls(config.allow_tf32):
             generated, stopped = generate_chunks(
                 pipeline,
                 plan,
@@ -1717,23 +1684,19 @@ def evaluate_generation(
             "sample_npz": sample_npz,
         }
         if config.save_images:
-            row["samples_grid"] = _save_grid(scale_dir, config.save_images, notes)
+            row["samples_grid"] = save_sample_grid(scale_dir, config.save_images, notes)
         rows.append(row)
         logger.info(f"guidance scale {guidance_scale:g}: gFID {row.get('gfid')}")
 
-    best = select_best_guidance_scale(rows)
-    for row in rows:
-        row["best"] = best is not None and row is best
+    best = mark_best_guidance_scale(rows)
     for warning in warnings_list:
         warnings.warn(warning, UserWarning, stacklevel=2)
     shift_effective = None if scheduler_config.get("use_dynamic_shifting") else scheduler_config.get("shift")
     results = {
         "settings": {
             **to_jsonable(asdict(config)),
-            "guidance_scale": None if config.cfg_sweep is not None else config.guidance_scale,
-            "guidance_scales": config.guidance_scales,
+            **sweep_settings(config.cfg_sweep, config.guidance_scale, config.guidance_scales),
             "guidance_channels_effective": guidance_channels_effective,
-            "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
             "shift_effective": shift_effective,
             "shift_source": "config" if config.shift is not None else "pipeline scheduler",
             # LightningDiT's timestep_shift s is a diffusers shift of 1 / s (DESIGN.md, sampling conventions).
@@ -1761,17 +1724,6 @@ def evaluate_generation(
     }
     write_generation_results(output_dir, results)
     return results
-
-
-@contextlib.contextmanager
-def _tf32(enabled: bool):
-    """TF32 matmuls and convolutions on CUDA inside the block; the previous settings afterwards."""
-    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 def _default_metrics_function(
@@ -1854,36 +1806,9 @@ def _transformer_evaluations(pipeline, num_inference_steps: int) -> int | None:
         return None
 
 
-def _save_grid(scale_dir: Path, count: int, notes: list[str]) -> str | None:
-    paths = sorted((scale_dir / SAMPLES_DIR).glob("*.png"))[:count]
-    if len(paths) < count:
-        notes.append(
-            f"{scale_dir.name}: {len(paths)} of the first {count} samples have PNGs (chunks generated by an "
-            "earlier run without save_images have none); rerun without --resume to save them all."
-        )
-    if not paths:
-        return None
-    images = [Image.open(path).convert("RGB") for path in paths]
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    width, height = images[0].size
-    grid = Image.new("RGB", (columns * width, rows * height), "white")
-    for position, image in enumerate(images):
-        grid.paste(image, ((position % columns) * width, (position // columns) * height))
-    path = scale_dir / SAMPLES_GRID_PNG
-    grid.save(path)
-    return str(path)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _format(value: float | None, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
 
 
 def generation_markdown(results: dict[str, Any]) -> str:
@@ -1901,10 +1826,10 @@ def generation_markdown(results: dict[str, Any]) -> str:
         cells = [
             f"{row['guidance_scale']:g}",
             f"[{row['guidance_interval'][0]:g}, {row['guidance_interval'][1]:g}]",
-            _format(row.get("gfid"), 2),
-            f"{_format(score.get('mean'), 2)} ± {_format(score.get('std'), 2)}" if score else "-",
-            _format(row.get("precision"), 3),
-            _format(row.get("recall"), 3),
+            format_metric(row.get("gfid"), 2),
+            f"{format_metric(score.get('mean'), 2)} ± {format_metric(score.get('std'), 2)}" if score else "-",
+            format_metric(row.get("precision"), 3),
+            format_metric(row.get("recall"), 3),
         ]
         if row.get("best"):
             cells = [f"**{cell}**" for cell in cells] + ["✓"]

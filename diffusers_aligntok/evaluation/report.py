@@ -1,7 +1,6 @@
 """Results of a tokenizer evaluation: the JSON with every setting, a short Markdown table, a side-by-side PNG."""
 
 import json
-import math
 import os
 import platform
 from importlib import metadata
@@ -11,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ..utils import format_metric
 
 
 RESULTS_JSON = "results.json"
@@ -45,12 +46,6 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _format(value: float | None, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def markdown_table(results: dict[str, Any]) -> str:
     """A short Markdown table of the headline numbers, with the settings and caveats underneath."""
     settings = results["settings"]
@@ -66,10 +61,9 @@ def markdown_table(results: dict[str, Any]) -> str:
         probe = metrics.get("linear_probe") or {}
         latent = "x".join(str(size) for size in metrics["latent_shape"])
         lines.append(
-            f"| {tokenizer['name']} | {tokenizer['spatial_factor']} | {latent} | {_format(metrics.get('rfid'), 2)} | "
-            f"{_format(metrics.get('psnr'), 2)} | {_format(metrics.get('ssim'), 3)} | {_format(metrics.get('lpips'), 3)} | "
-            f"{_format(probe.get('top1') * 100 if probe.get('top1') is not None else None, 1)}"
-            f"{'%' if probe.get('top1') is not None else ''} | {_format(metrics.get('cknna'), 3)} |"
+            f"| {tokenizer['name']} | {tokenizer['spatial_factor']} | {latent} | {format_metric(metrics.get('rfid'), 2)} | "
+            f"{format_metric(metrics.get('psnr'), 2)} | {format_metric(metrics.get('ssim'), 3)} | {format_metric(metrics.get('lpips'), 3)} | "
+            f"{format_metric(probe.get('top1'), 1, 100, '%')} | {format_metric(metrics.get('cknna'), 3)} |"
         )
     height, width = settings["resolution"]
     lines += [

@@ -69,15 +69,7 @@ from tqdm.auto import tqdm
 
 from ..data.image_datasets import IMAGE_FILE_EXTENSIONS, ImageTransform, decode_image
 from ..standins import save_random_clip_standin  # noqa: F401  (re-exported)
-from ..utils import to_jsonable
-from .class_conditional import (
-    _save_grid,
-    _tf32,
-    check_guidance_scales,
-    chunks_for_process,
-    guidance_scale_dir,
-    select_best_guidance_scale,
-)
+from ..utils import format_metric, settings_fingerprint, to_jsonable
 from .metrics.clip_score import (
     DEFAULT_CLIP_MODEL,
     CLIPScorer,
@@ -94,12 +86,23 @@ from .metrics.fid import (
     fid_from_statistics,
     fid_sample_count_warning,
     load_reference_statistics,
+    reference_statistics_key,
     reference_statistics_path,
     save_reference_statistics,
 )
 from .prompts import PromptSet, load_geneval_metadata, load_prompts
 from .report import package_versions, write_json_and_markdown
 from .streaming import shard_batches
+from .sweep import (
+    SAMPLES_DIR,
+    check_guidance_scales,
+    chunks_for_process,
+    guidance_scale_dir,
+    mark_best_guidance_scale,
+    save_sample_grid,
+    sweep_settings,
+    tf32_matmuls,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -110,7 +113,6 @@ COCO_6K_NUM_PROMPTS = 6_000
 DEFAULT_NUM_INFERENCE_STEPS = 50
 GENEVAL_IMAGES_PER_PROMPT = 4
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-SAMPLES_DIR = "samples"
 GENEVAL_DIR = "geneval"
 PROMPTS_JSONL = "prompts.jsonl"
 SETTINGS_JSON = "settings.json"
@@ -579,7 +581,7 @@ def generate_samples(
     return len(todo), kept
 
 
-def generation_fingerprint(
+def text_to_image_fingerprint(
     config: TextToImageEvaluationConfig,
     guidance_scale: float,
     pipeline_description: dict,
@@ -605,7 +607,7 @@ def generation_fingerprint(
         ).hexdigest(),
         "state_version": _STATE_VERSION,
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return settings_fingerprint(settings)
 
 
 def check_resumable(scale_dir: Path, fingerprint: str) -> None:
@@ -738,15 +740,15 @@ def reference_statistics(
     listing = hashlib.sha256()
     for path in files:
         listing.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
-    key = {
-        "source": str(root),
-        "split": "files",
-        "resolution": [height, width],
-        "crop": "center",
-        "num_samples": len(files),
-        "files_sha256": listing.hexdigest()[:16],
-        "feature_extractor": extractor.name,
-    }
+    key = reference_statistics_key(
+        str(root),
+        "files",
+        (height, width),
+        len(files),
+        extractor.name,
+        files_sha256=listing.hexdigest()[:16],
+        inception_mode=getattr(extractor, "inception_mode", "clean"),
+    )
     cache_dir = Path(cache_dir) if cache_dir else default_reference_statistics_dir()
     path = reference_statistics_path(cache_dir, key)
     statistics = load_reference_statistics(path, key)
@@ -977,7 +979,7 @@ def evaluate_text_to_image(
     rows = []
     for guidance_scale in config.guidance_scales:
         scale_dir = guidance_scale_dir(output_dir, guidance_scale)
-        fingerprint = generation_fingerprint(
+        fingerprint = text_to_image_fingerprint(
             config, guidance_scale, pipeline_description, calls[guidance_scale], dtype, inputs.plan
         )
         if resume:
@@ -988,7 +990,7 @@ def evaluate_text_to_image(
             if inputs.geneval is not None:
                 write_geneval_metadata(scale_dir / GENEVAL_DIR, inputs.geneval)
         accelerator.wait_for_everyone()
-        with _tf32(config.allow_tf32):
+        with tf32_matmuls(config.allow_tf32):
             generated, kept = generate_samples(
                 pipeline,
                 my_samples,
@@ -1020,15 +1022,13 @@ def evaluate_text_to_image(
         if inputs.geneval is not None:
             row["geneval_dir"] = str(scale_dir / GENEVAL_DIR)
         if accelerator.is_main_process and config.save_grid and scored:
-            row["samples_grid"] = _save_grid(scale_dir, min(config.save_grid, len(scored)), notes)
+            row["samples_grid"] = save_sample_grid(scale_dir, min(config.save_grid, len(scored)), notes)
         rows.append(row)
         logger.info(f"guidance scale {guidance_scale:g}: gFID {row['gfid']}, CLIP score {row['clip_score']}")
     if not accelerator.is_main_process:
         return None
 
-    best = select_best_guidance_scale(rows)
-    for row in rows:
-        row["best"] = best is not None and row is best
+    best = mark_best_guidance_scale(rows)
     if inputs.geneval is not None:
         notes.append(
             "GenEval samples are exported, not scored (GenEval needs mmdetection and its Mask2Former weights). In a "
@@ -1041,9 +1041,7 @@ def evaluate_text_to_image(
     results = {
         "settings": {
             **to_jsonable(asdict(config)),
-            "guidance_scale": None if config.cfg_sweep is not None else config.guidance_scale,
-            "guidance_scales": config.guidance_scales,
-            "mode": "cfg_sweep" if config.cfg_sweep is not None else "single",
+            **sweep_settings(config.cfg_sweep, config.guidance_scale, config.guidance_scales),
             "dtype_effective": str(dtype).replace("torch.", ""),
             "image_size": [config.height, config.width],
             "image_size_multiple": multiple,
@@ -1115,12 +1113,6 @@ def _truncation_counts(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _format(value: float | None, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def text_to_image_markdown(results: dict[str, Any]) -> str:
     """One row per guidance scale (the best in bold), then the protocol and caveats."""
     settings, metrics = results["settings"], results["metrics"]
@@ -1132,8 +1124,8 @@ def text_to_image_markdown(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         cells = [
             f"{row['guidance_scale']:g}",
-            _format(row.get("gfid"), 2),
-            _format(row.get("clip_score"), 2)
+            format_metric(row.get("gfid"), 2),
+            format_metric(row.get("clip_score"), 2)
             + (f" ± {row['clip_score_std']:.2f}" if row.get("clip_score_std") is not None else ""),
             str(row["num_samples"]),
         ]

@@ -27,8 +27,6 @@ Outputs in `output_dir`: `results.json` (every setting, package versions, tokeni
 labels).
 """
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -45,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..data.builtin_shapes import normalize_resolution
 from ..models import AlignedAutoencoderKL
-from ..utils import to_jsonable
+from ..utils import settings_fingerprint, to_jsonable
 from .metrics.alignment import AlignTokEncoderFeatures, FoundationEncoderFeatures, cknna
 from .metrics.fid import (
     FeatureStatistics,
@@ -56,6 +54,7 @@ from .metrics.fid import (
     fid_from_statistics,
     fid_sample_count_warning,
     load_reference_statistics,
+    reference_statistics_key,
     reference_statistics_path,
     save_reference_statistics,
 )
@@ -252,16 +251,16 @@ def evaluate_tokenizers(
     shown_indices = _evenly_spaced(min(config.num_visualization_images, num_samples), num_samples)
 
     # ---- reference statistics: cached, else computed alongside ----
-    cache_key = {
-        "source": config.data,
-        "split": config.split,
-        "resolution": [height, width],
-        "crop": "center",
-        "num_samples": num_samples,
-        "data_description": description,
-        "feature_extractor": feature_extractor.name,
-        "seed": config.seed if config.data.startswith("builtin:") else None,
-    }
+    cache_key = reference_statistics_key(
+        config.data,
+        config.split,
+        (height, width),
+        num_samples,
+        feature_extractor.name,
+        data_description=description,
+        seed=config.seed,
+        inception_mode=getattr(feature_extractor, "inception_mode", "clean"),
+    )
     cache_dir = (
         Path(config.fid_statistics_cache) if config.fid_statistics_cache else default_reference_statistics_dir()
     )
@@ -687,7 +686,7 @@ def _settings_fingerprint(
         "reference_encoder": reference_encoder.name if reference_encoder is not None else None,
         "state_version": _STATE_VERSION,
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return settings_fingerprint(settings, length=None)
 
 
 def _make_names_unique(adapters) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..utils import format_metric
 from .model_directory import HubPushError, ModelDirectory, safetensors_weights_digest, weight_files
 from .naming import display_path, looks_like_hub_id
 
@@ -306,12 +307,6 @@ def evaluation_report(
     return report
 
 
-def _format(value: Any, digits: int, scale: float = 1.0, suffix: str = "") -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return "-"
-    return f"{value * scale:.{digits}f}{suffix}"
-
-
 def _metric_label(name: str, is_real: bool) -> str:
     return name if is_real else f"{name} (stand-in network: not {name})"
 
@@ -346,9 +341,9 @@ def _tokenizer_report(matched: MatchedEvaluation, model_name: str, is_component:
         probe = metrics.get("linear_probe") or {}
         latent = "x".join(str(size) for size in metrics.get("latent_shape") or []) or "-"
         lines.append(
-            f"| {name} | {latent} | {_format(metrics.get('rfid'), 3)} | {_format(metrics.get('psnr'), 2)} | "
-            f"{_format(metrics.get('ssim'), 3)} | {_format(metrics.get('lpips'), 3)} | "
-            f"{_format(probe.get('top1'), 1, 100, '%')} | {_format(metrics.get('cknna'), 3)} |"
+            f"| {name} | {latent} | {format_metric(metrics.get('rfid'), 3)} | {format_metric(metrics.get('psnr'), 2)} | "
+            f"{format_metric(metrics.get('ssim'), 3)} | {format_metric(metrics.get('lpips'), 3)} | "
+            f"{format_metric(probe.get('top1'), 1, 100, '%')} | {format_metric(metrics.get('cknna'), 3)} |"
         )
     height, width = settings["resolution"]
     probe_protocol = results.get("linear_probe_protocol") or {}
@@ -471,9 +466,9 @@ def _generation_report(matched: MatchedEvaluation, model_name: str) -> Evaluatio
         score = row.get("inception_score") or {}
         interval = row.get("guidance_interval") or settings.get("guidance_interval") or [0.0, 1.0]
         lines.append(
-            f"| {row['guidance_scale']:g} | [{interval[0]:g}, {interval[1]:g}] | {_format(row.get('gfid'), 2)} | "
-            f"{_format(score.get('mean'), 2)} ± {_format(score.get('std'), 2)} | {_format(row.get('precision'), 3)} | "
-            f"{_format(row.get('recall'), 3)} | {'✓' if row.get('best') else ''} |"
+            f"| {row['guidance_scale']:g} | [{interval[0]:g}, {interval[1]:g}] | {format_metric(row.get('gfid'), 2)} | "
+            f"{format_metric(score.get('mean'), 2)} ± {format_metric(score.get('std'), 2)} | {format_metric(row.get('precision'), 3)} | "
+            f"{format_metric(row.get('recall'), 3)} | {'✓' if row.get('best') else ''} |"
         )
     protocol_block = settings.get("protocol") or {}
     plan = settings.get("sample_plan") or {}
@@ -551,8 +546,8 @@ def _text_to_image_report(matched: MatchedEvaluation, model_name: str) -> Evalua
     ]
     for row in results["rows"]:
         lines.append(
-            f"| {row['guidance_scale']:g} | {_format(row.get('gfid'), 2)} | {_format(row.get('clip_score'), 2)} ± "
-            f"{_format(row.get('clip_score_std'), 2)} | {'✓' if row.get('best') else ''} |"
+            f"| {row['guidance_scale']:g} | {format_metric(row.get('gfid'), 2)} | {format_metric(row.get('clip_score'), 2)} ± "
+            f"{format_metric(row.get('clip_score_std'), 2)} | {'✓' if row.get('best') else ''} |"
         )
     prompts = results.get("prompts") or {}
     reference = results.get("reference") or {}

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from diffusers_aligntok.data import save_shapes_image_folder
-from diffusers_aligntok.evaluation.class_conditional import chunks_for_process
+from diffusers_aligntok.evaluation.sweep import chunks_for_process
 from diffusers_aligntok.evaluation.text_to_image import (
     CLIPScorer,
     TextToImageEvaluationConfig,

@@ -17,6 +17,7 @@ from diffusers_aligntok.evaluation import (
 )
 from diffusers_aligntok.evaluation.metrics.fid import (
     load_reference_statistics,
+    reference_statistics_key,
     reference_statistics_path,
     save_reference_statistics,
 )
@@ -182,3 +183,26 @@ def test_importing_evaluation_needs_no_lpips_clean_fid_datasets_or_sklearn():
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_reference_statistics_key_is_one_key_for_the_same_images():
+    # The tokenizer and the class-conditional evaluations measure the same data set: one key, one cache entry.
+    common = ("builtin:shapes", "train", (32, 32), 48, "random-inception-standin")
+    tokenizer_key = reference_statistics_key(*common, data_description="builtin:shapes (n=48, seed=0)", seed=0)
+    generation_key = reference_statistics_key(*common, data_description="builtin:shapes (n=48, seed=0)", seed=0)
+    assert tokenizer_key == generation_key
+    assert reference_statistics_path("c", tokenizer_key) == reference_statistics_path("c", generation_key)
+    # What changes the statistics changes the key: the generating seed of built-in data, the count, the mode.
+    assert reference_statistics_key(*common, data_description="d", seed=1) != reference_statistics_key(
+        *common, data_description="d", seed=0
+    )
+    assert "inception_mode" not in tokenizer_key  # keys cached before the mode existed stay valid
+    assert reference_statistics_key(*common, inception_mode="legacy_tensorflow")["inception_mode"] == (
+        "legacy_tensorflow"
+    )
+    # A seed only keys generated data; a real data set's images do not depend on it.
+    hub = reference_statistics_key("ILSVRC/imagenet-1k", "train", (256, 256), 50000, "clean-fid-inception", seed=3)
+    assert hub["seed"] is None
+    # A folder of files is keyed by the hash of its listing, not by a data description.
+    files = reference_statistics_key("/data/coco", "files", (256, 256), 6000, "x", files_sha256="ab12")
+    assert files["files_sha256"] == "ab12" and "data_description" not in files and "seed" not in files

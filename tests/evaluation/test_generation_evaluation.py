@@ -20,7 +20,6 @@ from diffusers_aligntok.evaluation.class_conditional import (
     build_generation_feature_extractor,
     check_guidance_channels,
     chunk_path,
-    chunks_for_process,
     describe_protocol,
     evaluate_generation,
     generate_chunk,
@@ -31,7 +30,6 @@ from diffusers_aligntok.evaluation.class_conditional import (
     load_reference_npz,
     make_sample_plan,
     random_labels,
-    select_best_guidance_scale,
     write_adm_sample_npz,
 )
 from diffusers_aligntok.evaluation.metrics.fid import (
@@ -40,6 +38,7 @@ from diffusers_aligntok.evaluation.metrics.fid import (
     compute_fid_from_features,
     save_reference_statistics,
 )
+from diffusers_aligntok.evaluation.sweep import chunks_for_process, select_best_guidance_scale
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

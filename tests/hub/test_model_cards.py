@@ -165,7 +165,7 @@ def test_usage_code_runs_as_written(hub_assets, name, tmp_path, monkeypatch):
 def test_templates_ship_as_package_data():
     setup = (REPO_ROOT / "setup.py").read_text()
     assert '"diffusers_aligntok.hub": ["templates/*.md"]' in setup
-    assert "aligntok-push=diffusers_aligntok.hub.cli:main" in setup
+    assert "aligntok-push=diffusers_aligntok.commands:push_to_hub" in setup  # its entry point: tests/test_commands.py
     for family, file_name in TEMPLATES.items():
         text = template_text(family)
         assert "{{ card_data }}" in text and "{{ usage_code }}" in text and "{{ evaluation_section }}" in text, (

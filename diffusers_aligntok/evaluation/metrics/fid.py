@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ...standins import RandomInceptionStandIn
+from ...utils import atomic_path
 
 
 # Samples below which an FID estimate is noticeably biased upward (FID's bias falls roughly as 1/N; Chong & Forsyth,
@@ -440,6 +441,44 @@ def default_reference_statistics_dir() -> Path:
     return Path(root) / "fid_reference_statistics"
 
 
+def reference_statistics_key(
+    source: str,
+    split: str,
+    resolution: tuple[int, int] | list[int],
+    num_samples: int,
+    feature_extractor: str,
+    *,
+    data_description: str | None = None,
+    seed: int | None = None,
+    files_sha256: str | None = None,
+    inception_mode: str = "clean",
+) -> dict[str, Any]:
+    """The one cache key of reference statistics: what decides the statistics of centre crops of a reference set.
+
+    A data source (hub id, folder, built-in data) is keyed by its `data_description` and, for generated `builtin:`
+    data only, the `seed` that generated it; a list of image files (`split="files"`) by `files_sha256`, the hash of
+    their relative paths and sizes. The tokenizer, class-conditional and text-to-image evaluations all build their
+    keys here, so the same images measured by any of them share one cache entry. `inception_mode` enters the key only
+    away from "clean", so entries cached before the mode existed keep their key.
+    """
+    key: dict[str, Any] = {
+        "source": source,
+        "split": split,
+        "resolution": [int(side) for side in resolution],
+        "crop": "center",
+        "num_samples": int(num_samples),
+    }
+    if files_sha256 is not None:
+        key["files_sha256"] = files_sha256
+    else:
+        key["data_description"] = data_description
+        key["seed"] = seed if source.startswith("builtin:") else None
+    key["feature_extractor"] = feature_extractor
+    if inception_mode != "clean":
+        key["inception_mode"] = inception_mode
+    return key
+
+
 def reference_statistics_path(cache_dir: str | os.PathLike, key: dict[str, Any]) -> Path:
     """Where the reference statistics for `key` (data source, split, resolution, crop, count, extractor) live."""
     canonical = json.dumps(key, sort_keys=True, default=str)
@@ -453,18 +492,16 @@ def reference_statistics_path(cache_dir: str | os.PathLike, key: dict[str, Any])
 def save_reference_statistics(path: str | os.PathLike, statistics: FeatureStatistics, key: dict[str, Any]) -> Path:
     """Writes mean, covariance, count and the key (atomically), in clean-fid's `mu`/`sigma` npz layout."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".incomplete.npz")
-    np.savez(
-        temporary,
-        mu=statistics.mean,
-        sigma=statistics.covariance,
-        count=statistics.count,
-        sum=statistics.sum,
-        outer_sum=statistics.outer_sum,
-        key=json.dumps(key, sort_keys=True, default=str),
-    )
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:  # a handle: np.savez would append .npz
+        np.savez(
+            handle,
+            mu=statistics.mean,
+            sigma=statistics.covariance,
+            count=statistics.count,
+            sum=statistics.sum,
+            outer_sum=statistics.outer_sum,
+            key=json.dumps(key, sort_keys=True, default=str),
+        )
     return path
 
 

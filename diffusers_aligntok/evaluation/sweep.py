@@ -1,0 +1,122 @@
+"""The guidance-scale sweep both generation evaluations run: validation of the scales, the chunk plan per process,
+the per-scale folders, TF32 while sampling, the sample grid and the choice of the best scale.
+
+The class-conditional (`class_conditional.py`) and the text-to-image (`text_to_image.py`) evaluations differ in what
+they sample and score; the layout of a sweep on disk and the rules above are the same, and live here once:
+
+    <output_dir>/cfg-<scale>/samples/*.png       the saved samples of one guidance scale
+    <output_dir>/cfg-<scale>/samples_grid.png    the first of them as one image
+"""
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.utils import make_image_grid
+from PIL import Image
+
+
+__all__ = [
+    "SAMPLES_DIR",
+    "SAMPLES_GRID_PNG",
+    "check_guidance_scales",
+    "chunks_for_process",
+    "guidance_scale_dir",
+    "mark_best_guidance_scale",
+    "save_sample_grid",
+    "select_best_guidance_scale",
+    "sweep_settings",
+    "tf32_matmuls",
+]
+
+SAMPLES_DIR = "samples"
+SAMPLES_GRID_PNG = "samples_grid.png"
+
+
+def check_guidance_scales(
+    cfg_sweep: Sequence[float] | None, guidance_scale: float, minimum: float, example: str
+) -> list[float] | None:
+    """Validates a guidance scale or a CFG sweep (non-empty, no repeats, finite, >= `minimum`); returns the sweep."""
+    if cfg_sweep is not None:
+        cfg_sweep = [float(scale) for scale in cfg_sweep]
+        if not cfg_sweep:
+            raise ValueError(f"cfg_sweep is empty; give at least one guidance scale, e.g. {example}.")
+        if len(set(cfg_sweep)) != len(cfg_sweep):
+            raise ValueError(f"cfg_sweep lists a scale twice: {cfg_sweep}.")
+    for scale in cfg_sweep if cfg_sweep is not None else [float(guidance_scale)]:
+        if not math.isfinite(scale) or scale < minimum:
+            raise ValueError(f"Guidance scales must be finite and >= {minimum:g}, got {scale}.")
+    return cfg_sweep
+
+
+def chunks_for_process(num_chunks: int, process_index: int, num_processes: int) -> list[int]:
+    """Chunk ids of one process: every `num_processes`-th chunk, starting at `process_index` (round robin keeps the
+    shorter last chunk from unbalancing the work)."""
+    if not 0 <= process_index < num_processes:
+        raise ValueError(f"process_index {process_index} is outside [0, {num_processes}).")
+    return list(range(process_index, num_chunks, num_processes))
+
+
+def guidance_scale_dir(output_dir: str | os.PathLike, guidance_scale: float) -> Path:
+    """The folder of one guidance scale's chunks, samples and grid: `<output_dir>/cfg-<scale>`."""
+    return Path(output_dir) / f"cfg-{guidance_scale:g}"
+
+
+def select_best_guidance_scale(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the lowest finite gFID (the first of equal ones), or None if none has one."""
+    candidates = [row for row in rows if row.get("gfid") is not None and math.isfinite(row["gfid"])]
+    return min(candidates, key=lambda row: row["gfid"]) if candidates else None
+
+
+def mark_best_guidance_scale(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Sets `row["best"]` on every row (True on the [`select_best_guidance_scale`] one only) and returns that row."""
+    best = select_best_guidance_scale(rows)
+    for row in rows:
+        row["best"] = best is not None and row is best
+    return best
+
+
+def sweep_settings(cfg_sweep: Sequence[float] | None, guidance_scale: float, guidance_scales: Sequence[float]) -> dict:
+    """The part of `results.json`'s settings that says whether a run was one guidance scale or a sweep."""
+    return {
+        "guidance_scale": None if cfg_sweep is not None else guidance_scale,
+        "guidance_scales": list(guidance_scales),
+        "mode": "cfg_sweep" if cfg_sweep is not None else "single",
+    }
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """TF32 matmuls and convolutions on CUDA inside the block; the previous settings afterwards."""
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def save_sample_grid(scale_dir: str | os.PathLike, count: int, notes: list[str]) -> str | None:
+    """Writes the first `count` saved samples of a scale (in file-name order) as one near-square grid; returns its
+    path, or None when the scale has no saved PNG. Fewer PNGs than `count` is recorded in `notes`."""
+    scale_dir = Path(scale_dir)
+    paths = sorted((scale_dir / SAMPLES_DIR).glob("*.png"))[:count]
+    if len(paths) < count:
+        notes.append(
+            f"{scale_dir.name}: {len(paths)} of the first {count} samples have PNGs (chunks generated by an earlier "
+            "run that did not save images have none); rerun without --resume to save them all."
+        )
+    if not paths:
+        return None
+    images = [Image.open(path).convert("RGB") for path in paths]
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    # make_image_grid needs rows * columns images: the cells past the last sample stay white.
+    images += [Image.new("RGB", images[0].size, "white")] * (rows * columns - len(images))
+    path = scale_dir / SAMPLES_GRID_PNG
+    make_image_grid(images, rows=rows, cols=columns).save(path)
+    return str(path)
