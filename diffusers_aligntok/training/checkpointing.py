@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType
 
-from .io_utils import to_jsonable
+from ..utils import to_jsonable
 
 
 logger = get_logger(__name__)

@@ -1,4 +1,5 @@
-"""Typed, strictly validated configuration for `training/train_stage.py`.
+"""Typed, strictly validated configuration: the schema every recipe shares (`OptimizerConfig`, `TrainingConfig`, which
+`dit_config.py` and `t2i_config.py` extend), the strict loader, and the config of `training/train_stage.py`.
 
 A config file is YAML with a `common` section (every field below) and a `stages` section whose `"1"`, `"2"` and `"3"`
 entries override `common` for that stage, with the same schema. Unknown keys and wrong types fail at load time with
@@ -85,20 +86,26 @@ class LossConfig:
 
 @dataclass
 class OptimizerConfig:
+    """AdamW, its learning-rate schedule and gradient clipping, shared by every recipe (each recipe's config extends
+    it with its own defaults and fields). `lr_scheduler` is a name of diffusers' `get_scheduler`; `max_grad_norm` is
+    the clipping threshold of the gradient norm."""
+
     learning_rate: float = 1.0e-4
-    # Encoder learning rate in stage 2, where a pretrained ViT is fine-tuned; None uses `learning_rate`.
-    encoder_learning_rate: float | None = None
-    discriminator_learning_rate: float = 1.0e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    # torch's AdamW default; set only where a recipe's reference run used another.
+    adam_epsilon: float = 1.0e-8
     weight_decay: float = 0.0
-    lr_scheduler: str = "constant_with_warmup"
+    lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     max_grad_norm: float = 1.0
 
 
 @dataclass
 class TrainingConfig:
+    """What `trainer.Trainer` reads: batch and step counts, precision, EMA, cadences, checkpoints and trackers, shared
+    by every recipe (each recipe's config extends it with its own defaults and fields)."""
+
     # Per-device batch size.
     train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
@@ -109,8 +116,7 @@ class TrainingConfig:
     seed: int = 0
     # Decay of the EMA of the trained weights; the saved model holds the EMA weights. None disables EMA.
     ema_decay: float | None = None
-    # LoRA rank on the encoder's attention projections instead of full fine-tuning (stage 2); None = full.
-    encoder_lora_rank: int | None = None
+    # Every cadence also fires at the final step (`Trainer.due`).
     checkpointing_steps: int = 1000
     checkpoints_total_limit: int | None = 3
     validation_steps: int = 1000
@@ -119,12 +125,30 @@ class TrainingConfig:
 
 
 @dataclass
+class TokenizerOptimizerConfig(OptimizerConfig):
+    """The shared optimiser fields, plus the stage-2 encoder's and the GAN discriminator's learning rates."""
+
+    lr_scheduler: str = "constant_with_warmup"
+    # Encoder learning rate in stage 2, where a pretrained ViT is fine-tuned; None uses `learning_rate`.
+    encoder_learning_rate: float | None = None
+    discriminator_learning_rate: float = 1.0e-4
+
+
+@dataclass
+class TokenizerTrainingConfig(TrainingConfig):
+    """The shared training fields, plus the optional LoRA of the stage-2 encoder."""
+
+    # LoRA rank on the encoder's attention projections instead of full fine-tuning (stage 2); None = full.
+    encoder_lora_rank: int | None = None
+
+
+@dataclass
 class StageConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    optimizer: TokenizerOptimizerConfig = field(default_factory=TokenizerOptimizerConfig)
+    training: TokenizerTrainingConfig = field(default_factory=TokenizerTrainingConfig)
 
 
 STAGES = (1, 2, 3)
@@ -390,6 +414,7 @@ def _check_values(config: StageConfig, stage: int, where: str) -> None:
         (optimizer.discriminator_learning_rate > 0, "optimizer.discriminator_learning_rate", "must be positive"),
         (0 <= optimizer.adam_beta1 < 1, "optimizer.adam_beta1", "must be in [0, 1)"),
         (0 <= optimizer.adam_beta2 < 1, "optimizer.adam_beta2", "must be in [0, 1)"),
+        (optimizer.adam_epsilon > 0, "optimizer.adam_epsilon", "must be positive"),
         (optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be 0 or more"),
         (optimizer.lr_scheduler in schedulers, "optimizer.lr_scheduler", f"must be one of {schedulers}"),
         (optimizer.lr_warmup_steps >= 0, "optimizer.lr_warmup_steps", "must be 0 or more"),

@@ -2,7 +2,7 @@
 
 Training on N processes must compute what one process computes on the same samples: N ranks with a per-rank batch
 `b` must produce the parameters of one process with a batch of `N * b`. The data already line up: accelerate's
-prepared DataLoader (`use_seedable_sampler=True`, see `io_utils.build_accelerator`) and `BucketBatchSampler` both cut
+prepared DataLoader (`use_seedable_sampler=True`, see `trainer.build_accelerator`) and `BucketBatchSampler` both cut
 each step's *global batch* of `N * b` samples out of one `(seed, epoch)` order and hand rank `r` its positions
 `[r * b, (r + 1) * b)`. The random numbers must line up too. Every rank is seeded identically (`set_seed`), so if each
 rank drew the noise, timesteps and dropout masks of its own `b` samples, every rank would draw the *same* tensors: the

@@ -4,7 +4,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, apply_dotted_overrides, config_from_dict, read_yaml_config
+from .config import (
+    ConfigError,
+    OptimizerConfig,
+    TrainingConfig,
+    apply_dotted_overrides,
+    config_from_dict,
+    read_yaml_config,
+)
 
 
 @dataclass
@@ -41,31 +48,21 @@ class FlowMatchingConfig:
 
 
 @dataclass
-class DiTOptimizerConfig:
+class DiTOptimizerConfig(OptimizerConfig):
+    # The shared AdamW fields with the paper's DiT values (lr 2e-4, beta2 0.95, constant schedule).
     learning_rate: float = 2.0e-4
-    adam_beta1: float = 0.9
     adam_beta2: float = 0.95
-    weight_decay: float = 0.0
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    max_grad_norm: float = 1.0
 
 
 @dataclass
-class DiTTrainingConfig:
+class DiTTrainingConfig(TrainingConfig):
+    # The shared fields with ImageNet DiT defaults (global batch 1024 = 8 x 128, 80K steps = 64 epochs).
     train_batch_size: int = 128
-    gradient_accumulation_steps: int = 1
     max_train_steps: int = 80000
-    mixed_precision: str = "bf16"
-    gradient_checkpointing: bool = False
-    compile: bool = False
-    seed: int = 0
     ema_decay: float | None = 0.9999
     checkpointing_steps: int = 5000
-    checkpoints_total_limit: int | None = 3
     validation_steps: int = 5000
     log_every_steps: int = 50
-    report_to: str = "tensorboard"
 
 
 @dataclass

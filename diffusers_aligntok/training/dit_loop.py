@@ -1,9 +1,6 @@
 """Class-conditional DiT training on cached latents, read top to bottom (the loop of `training/train_dit.py`)."""
 
 import copy
-import json
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +8,18 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..models import AlignedAutoencoderKL, LightningDiTTransformer2DModel
-from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
+from ..utils import to_jsonable
 from .config import config_to_dict
 from .distributed import GlobalBatch
 from .dit_config import DiTConfig
 from .flow_matching import flow_matching_loss
-from .io_utils import (
-    build_accelerator,
-    flatten_for_trackers,
-    save_pretrained_atomically,
-    to_jsonable,
-    write_training_config,
-)
+from .io_utils import save_pretrained_atomically
 from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
+from .trainer import Trainer
 from .validation import image_grid, log_validation_images, save_grid
 
 
@@ -88,42 +77,21 @@ def run_dit_training(
 
     `run_record` (what the command line decided) goes into `training_config.json` beside the config.
     """
-    training, optimizer_config = config.training, config.optimizer
+    training = config.training
     output_dir = Path(output_dir)
-    accelerator = build_accelerator(training, output_dir)
+    trainer = Trainer(training, output_dir, name="DiT")
+    accelerator = trainer.accelerator
 
     # ---- data and models (a mismatched tokenizer fails here, before any step) ----
     dataset = CachedLatentDataset(config.data.cache_dir, random_flip=config.data.random_flip, seed=training.seed)
-    # Built right after set_seed, so its initialisation does not depend on whether a tokenizer is loaded.
+    # Built right after the trainer seeds, so its initialisation does not depend on whether a tokenizer is loaded.
     transformer = build_transformer(config, dataset)
     check_guidance_channels(config, transformer)
     tokenizer = load_validation_tokenizer(config, dataset)
     if training.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(
-        transformer.parameters(),
-        lr=optimizer_config.learning_rate,
-        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
-        weight_decay=optimizer_config.weight_decay,
-    )
-    lr_scheduler = get_scheduler(
-        optimizer_config.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=optimizer_config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=training.max_train_steps * accelerator.num_processes,
-    )
-    ema = (
-        EMAModel(
-            transformer.parameters(),
-            decay=training.ema_decay,
-            model_cls=LightningDiTTransformer2DModel,
-            model_config=transformer.config,
-        )
-        if training.ema_decay is not None
-        else None
-    )
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+    optimizer = trainer.adamw(transformer.parameters(), config.optimizer)
+    lr_scheduler = trainer.lr_scheduler(optimizer, config.optimizer)
     dataloader = torch.utils.data.DataLoader(
         dataset,
         batch_size=training.train_batch_size,
@@ -136,139 +104,78 @@ def run_dit_training(
         transformer, optimizer, dataloader, lr_scheduler
     )
     raw_transformer: LightningDiTTransformer2DModel = accelerator.unwrap_model(transformer)
-    if ema is not None:
-        ema.to(accelerator.device)
+    trainer.track_ema(raw_transformer)
     if training.compile:
         raw_transformer.compile()
 
     # The training stream of noise, timesteps and label dropout starts from the seed, whatever setup consumed
     # (loading a validation tokenizer draws random numbers); a resume then restores the RNG state of its checkpoint.
     set_seed(training.seed)
-
-    # ---- resume ----
-    checkpoints_dir = output_dir / "checkpoints"
-    training_state = {
-        "model_config": to_jsonable(dict(raw_transformer.config)),
-        "latent_cache_tokenizer": dataset.metadata["tokenizer"]["fingerprint"],
-    }
-    global_step = 0
-    resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
-    if resume_path is not None:
-        global_step = check_resume_compatible(resume_path, training_state)["global_step"]
-        accelerator.load_state(str(resume_path))
-        logger.info(f"Resumed DiT training from {resume_path} at step {global_step}")
-    steps_per_epoch = max(1, len(dataloader) // training.gradient_accumulation_steps)
-    first_epoch = global_step // steps_per_epoch
-    batches_to_skip = (global_step % steps_per_epoch) * training.gradient_accumulation_steps
-    num_epochs = math.ceil(training.max_train_steps / steps_per_epoch)
-
-    if accelerator.is_main_process:
-        write_training_config(output_dir, config_to_dict(config), run_record, accelerator)
-        accelerator.init_trackers("aligntok_dit", config=flatten_for_trackers(config_to_dict(config)))
-    loss_curve: list[dict[str, float]] = []
-    progress = tqdm(
-        total=training.max_train_steps, initial=global_step, desc="DiT", disable=not accelerator.is_local_main_process
+    trainer.resume(
+        resume_from_checkpoint,
+        training_state={
+            "model_config": to_jsonable(dict(raw_transformer.config)),
+            "latent_cache_tokenizer": dataset.metadata["tokenizer"]["fingerprint"],
+        },
     )
-    images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
+    trainer.start_run("aligntok_dit", config_to_dict(config), run_record)
     # Noise, sigmas and label dropout are drawn per global (micro-)batch and sliced to this rank, so N ranks at
     # batch b train exactly what one process at N * b does (see `distributed.py`).
     global_batch = GlobalBatch.of(accelerator)
-    step_started = time.perf_counter()
 
     # ---- train ----
     transformer.train()
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= training.max_train_steps:
-            break
-        dataloader.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        batches = (
-            accelerator.skip_first_batches(dataloader, batches_to_skip)
-            if epoch == first_epoch and batches_to_skip
-            else dataloader
-        )
-        for batch in batches:
-            with accelerator.accumulate(transformer):
-                # `global_step` (optimiser steps done) switches the sigma density at flow.logit_normal_until_step.
-                loss, logs = flow_matching_loss(
-                    transformer, batch["latents"], batch["label"], config.flow, global_batch, global_step
-                )
-                raise_if_not_finite(accelerator, logs, global_step)
-                backward_and_step(
-                    accelerator, transformer, loss, logs, optimizer, lr_scheduler, optimizer_config.max_grad_norm
-                )
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(raw_transformer.parameters())
-            global_step += 1
-            progress.update(1)
-            if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
-                elapsed, step_started = time.perf_counter() - step_started, time.perf_counter()
-                values = loggable_values(
-                    logs,
-                    lr_scheduler,
-                    **{
-                        "throughput/images_per_second": images_per_step * training.log_every_steps / max(elapsed, 1e-9)
-                    },
-                )
-                accelerator.log(values, step=global_step)
-                loss_curve.append({"step": global_step, **values})
-                progress.set_postfix(loss=f"{values['loss/total']:.4f}")
-            if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(
-                    accelerator,
-                    checkpoints_dir,
-                    global_step,
-                    training_state,
-                    training.checkpoints_total_limit,
-                    synchronized_models={"transformer": transformer},
-                )
-            if (
-                tokenizer is not None
-                and accelerator.is_main_process
-                and (global_step % training.validation_steps == 0 or global_step == training.max_train_steps)
-            ):
-                pipeline = _pipeline(_ema_copy(raw_transformer, ema), tokenizer, config)
-                grid = _save_sample_grid(pipeline, config, output_dir / "validation" / f"step-{global_step:07d}.png")
-                log_validation_images(
-                    accelerator,
-                    "validation/samples",
-                    grid,
-                    global_step,
-                    caption=f"class labels {list(config.validation.class_labels)}",
-                )
-            if global_step >= training.max_train_steps:
-                break
-    progress.close()
+    for batch in trainer.micro_batches(dataloader, epoch_hooks=[dataset.set_epoch]):
+        with accelerator.accumulate(transformer):
+            # `global_step` (optimiser steps done) switches the sigma density at flow.logit_normal_until_step.
+            loss, logs = flow_matching_loss(
+                transformer, batch["latents"], batch["label"], config.flow, global_batch, trainer.global_step
+            )
+            raise_if_not_finite(accelerator, logs, trainer.global_step)
+            backward_and_step(
+                accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm
+            )
+        if not accelerator.sync_gradients:
+            continue
+        trainer.finish_optimizer_step()
+        if trainer.due(training.log_every_steps):
+            throughput = trainer.images_per_step * trainer.steps_per_second
+            trainer.log(loggable_values(logs, lr_scheduler, **{"throughput/images_per_second": throughput}))
+        if trainer.due(training.checkpointing_steps):
+            trainer.save_checkpoint(synchronized_models={"transformer": transformer})
+        if tokenizer is not None and accelerator.is_main_process and trainer.due(training.validation_steps):
+            pipeline = _pipeline(_sampling_copy(trainer, raw_transformer), tokenizer, config)
+            path = output_dir / "validation" / f"step-{trainer.global_step:07d}.png"
+            grid = _save_sample_grid(pipeline, config, path)
+            caption = f"class labels {list(config.validation.class_labels)}"
+            log_validation_images(accelerator, "validation/samples", grid, trainer.global_step, caption=caption)
 
     # ---- export: the EMA transformer, and the whole pipeline when the tokenizer is known ----
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
-        final_transformer = _ema_copy(raw_transformer, ema)
+        final_transformer = _sampling_copy(trainer, raw_transformer)
         save_pretrained_atomically(final_transformer, output_dir / "transformer")
         if tokenizer is not None:
             pipeline = _pipeline(final_transformer, tokenizer, config)
             save_pretrained_atomically(pipeline, output_dir / "pipeline")
             _save_sample_grid(pipeline, config, output_dir / "samples.png")
-        metrics = {
-            "global_step": global_step,
-            "loss_curve": loss_curve,
-            "num_parameters": sum(p.numel() for p in final_transformer.parameters()),
-            "latent_cache": str(config.data.cache_dir),
-            "num_processes": accelerator.num_processes,
-            "mixed_precision": accelerator.mixed_precision,
-        }
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        metrics = trainer.write_metrics(
+            output_dir,
+            {
+                "loss_curve": trainer.logged,
+                "num_parameters": sum(p.numel() for p in final_transformer.parameters()),
+                "latent_cache": str(config.data.cache_dir),
+            },
+        )
+    trainer.finish()
     return metrics
 
 
-def _ema_copy(transformer: LightningDiTTransformer2DModel, ema: EMAModel | None) -> LightningDiTTransformer2DModel:
-    final = copy.deepcopy(transformer)
-    if ema is not None:
-        ema.copy_to(final.parameters())
+def _sampling_copy(trainer: Trainer, transformer: LightningDiTTransformer2DModel) -> LightningDiTTransformer2DModel:
+    """A copy of `transformer` with the EMA weights, in eval mode and without gradient checkpointing, for sampling
+    and export; the training model is left as it was."""
+    with trainer.ema_weights(transformer):
+        final = copy.deepcopy(transformer)
     if final.is_gradient_checkpointing:
         final.disable_gradient_checkpointing()
     return final.eval()

@@ -1,10 +1,7 @@
 """The training loop of one AlignTok stage, read top to bottom: setup, resume, steps, checkpoints, final export."""
 
 import copy
-import json
-import math
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,25 +9,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from ..data import ImageDatasetConfig, build_image_dataset
 from ..losses import PatchGANDiscriminator, ReconstructionLoss, build_perceptual_network
 from ..models import AlignedAutoencoderKL
-from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
+from ..utils import to_jsonable
 from .config import ConfigError, StageConfig, config_to_dict
 from .discriminator_handoff import load_discriminator_state, resolve_discriminator_init, save_discriminator_state
-from .io_utils import (
-    build_accelerator,
-    flatten_for_trackers,
-    save_pretrained_atomically,
-    to_jsonable,
-    write_training_config,
-)
+from .io_utils import save_pretrained_atomically
 from .stages import build_stage_models, export_tokenizer, stage_model_dir, stage_output_dir
-from .step import TokenizerReconstruction, TokenizerTrainingComponents, tokenizer_training_step
+from .step import TokenizerReconstruction, TokenizerTrainingComponents, loggable_values, tokenizer_training_step
+from .trainer import Trainer
 from .validation import log_validation_images, psnr, reconstruct, save_reconstruction_grid
 
 
@@ -56,7 +45,8 @@ def run_stage(
     """
     training, optimizer_config, loss_config = config.training, config.optimizer, config.loss
     stage_dir = stage_output_dir(output_dir, stage)
-    accelerator = build_accelerator(training, stage_dir)
+    trainer = Trainer(training, stage_dir, name=f"stage {stage}")
+    accelerator = trainer.accelerator
 
     # ---- data (fails early on an empty or unreadable source, before models are built) ----
     with accelerator.main_process_first():  # one rank fills the datasets cache, the others read it
@@ -91,40 +81,19 @@ def run_stage(
         gan_start_step=loss_config.gan_start_step,
         adaptive_weight_max=loss_config.adaptive_weight_max,
     )
-    tokenizer_optimizer = torch.optim.AdamW(
-        models.parameter_groups,
-        lr=optimizer_config.learning_rate,
-        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
-        weight_decay=optimizer_config.weight_decay,
-    )
+    tokenizer_optimizer = trainer.adamw(models.parameter_groups, optimizer_config)
     discriminator_optimizer = (
-        torch.optim.AdamW(
+        # The discriminator has always trained with torch's AdamW default weight decay (0.01), not the tokenizer's.
+        trainer.adamw(
             discriminator.parameters(),
-            lr=optimizer_config.discriminator_learning_rate,
-            betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
+            optimizer_config,
+            learning_rate=optimizer_config.discriminator_learning_rate,
+            weight_decay=0.01,
         )
         if discriminator is not None
         else None
     )
-    # The prepared scheduler steps once per process per optimiser step, hence the scaling (as in diffusers examples).
-    lr_scheduler = get_scheduler(
-        optimizer_config.lr_scheduler,
-        optimizer=tokenizer_optimizer,
-        num_warmup_steps=optimizer_config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=training.max_train_steps * accelerator.num_processes,
-    )
-    ema = (
-        EMAModel(
-            tokenizer.parameters(),
-            decay=training.ema_decay,
-            model_cls=AlignedAutoencoderKL,
-            model_config=tokenizer.config,
-        )
-        if training.ema_decay is not None
-        else None
-    )
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+    lr_scheduler = trainer.lr_scheduler(tokenizer_optimizer, optimizer_config)
     _register_checkpoint_hooks(accelerator)
 
     dataloader = torch.utils.data.DataLoader(
@@ -152,37 +121,21 @@ def run_stage(
     reconstruction_loss.to(accelerator.device)
     if models.semantic_target is not None:
         models.semantic_target.to(accelerator.device)
-    if ema is not None:
-        ema.to(accelerator.device)
     raw_tokenizer: AlignedAutoencoderKL = accelerator.unwrap_model(reconstruction_module).tokenizer
+    trainer.track_ema(raw_tokenizer)
     if training.compile:
         # In-place compile keeps parameter names, so checkpoints and save_pretrained are unaffected.
         raw_tokenizer.encoder.compile()
         raw_tokenizer.decoder.compile()
 
     # ---- resume ----
-    checkpoints_dir = stage_dir / "checkpoints"
-    global_step = 0
-    resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
-    model_config = to_jsonable(dict(raw_tokenizer.config))
-    training_state = {"stage": stage, "model_config": model_config}
+    trainer.resume(
+        resume_from_checkpoint,
+        training_state={"stage": stage, "model_config": to_jsonable(dict(raw_tokenizer.config))},
+    )
     synchronized_models = {"tokenizer": reconstruction_module}
     if discriminator is not None:
         synchronized_models["discriminator"] = discriminator
-    if resume_path is not None:
-        state = check_resume_compatible(resume_path, training_state)
-        accelerator.load_state(str(resume_path))
-        global_step = state["global_step"]
-        logger.info(f"Resumed stage {stage} from {resume_path} at step {global_step}")
-
-    num_update_steps_per_epoch = max(1, len(dataloader) // training.gradient_accumulation_steps)
-    first_epoch = global_step // num_update_steps_per_epoch
-    batches_to_skip = (global_step % num_update_steps_per_epoch) * training.gradient_accumulation_steps
-    num_epochs = math.ceil(training.max_train_steps / num_update_steps_per_epoch)
-
-    if accelerator.is_main_process:
-        accelerator.init_trackers(f"aligntok_stage{stage}", config=flatten_for_trackers(config_to_dict(config)))
-        write_training_config(stage_dir, {"stage": stage, **config_to_dict(config)}, run_record, accelerator)
     components = TokenizerTrainingComponents(
         accelerator=accelerator,
         reconstruction_module=reconstruction_module,
@@ -197,79 +150,39 @@ def run_stage(
         max_grad_norm=optimizer_config.max_grad_norm,
     )
     num_skipped_images = torch.zeros((), device=accelerator.device)
-    last_logs: dict[str, float] = {}
-    first_logs: dict[str, float] = {}
     # Reconstruction quality before this run's first step: the baseline the stage's metrics are compared with.
     psnr_at_start = (
         float(psnr(validation_images, reconstruct(raw_tokenizer, validation_images)).mean())
         if accelerator.is_main_process
         else None
     )
-    images_per_step = training.train_batch_size * accelerator.num_processes * training.gradient_accumulation_steps
-    progress = tqdm(
-        total=training.max_train_steps,
-        initial=global_step,
-        desc=f"stage {stage}",
-        disable=not accelerator.is_local_main_process,
-    )
-    step_started = time.perf_counter()
+    trainer.start_run(f"aligntok_stage{stage}", {"stage": stage, **config_to_dict(config)}, run_record)
 
     # ---- train ----
     reconstruction_module.train()
     for module in models.frozen_modules:
         module.eval()  # frozen parts keep eval-mode behaviour (no dropout / drop-path)
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= training.max_train_steps:
-            break
-        dataloader.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        batches = (
-            accelerator.skip_first_batches(dataloader, batches_to_skip)
-            if epoch == first_epoch and batches_to_skip
-            else dataloader
-        )
-        for batch in batches:
-            logs = tokenizer_training_step(components, batch["pixel_values"], global_step)
-            num_skipped_images += batch["num_skipped"].sum().to(num_skipped_images.device)
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(raw_tokenizer.parameters())
-            global_step += 1
-            progress.update(1)
-
-            if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
-                elapsed = time.perf_counter() - step_started
-                step_started = time.perf_counter()
-                last_logs = {name: float(value) for name, value in logs.items()}
-                last_logs["lr"] = lr_scheduler.get_last_lr()[0]
-                last_logs["throughput/images_per_second"] = (
-                    images_per_step * training.log_every_steps / max(elapsed, 1e-9)
-                )
-                last_logs["data/skipped_corrupt_images"] = float(accelerator.reduce(num_skipped_images.clone(), "sum"))
-                accelerator.log(last_logs, step=global_step)
-                first_logs = first_logs or dict(last_logs)
-                progress.set_postfix(
-                    loss=f"{last_logs['loss/total']:.4f}", img_s=f"{last_logs['throughput/images_per_second']:.1f}"
-                )
-            if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(
-                    accelerator,
-                    checkpoints_dir,
-                    global_step,
-                    training_state,
-                    training.checkpoints_total_limit,
-                    synchronized_models=synchronized_models,
-                )
-            if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
-                if accelerator.is_main_process:
-                    last_logs["validation/psnr"] = _validate(
-                        accelerator, raw_tokenizer, ema, validation_images, stage_dir, global_step
-                    )
-                accelerator.wait_for_everyone()
-            if global_step >= training.max_train_steps:
-                break
-    progress.close()
+    for batch in trainer.micro_batches(dataloader, epoch_hooks=[dataset.set_epoch]):
+        # The generator and the discriminator update, both under `accelerator.accumulate` (`step.py`).
+        logs = tokenizer_training_step(components, batch["pixel_values"], trainer.global_step)
+        num_skipped_images += batch["num_skipped"].sum().to(num_skipped_images.device)
+        if not accelerator.sync_gradients:
+            continue
+        trainer.finish_optimizer_step()
+        if trainer.due(training.log_every_steps):
+            extra = {
+                "throughput/images_per_second": trainer.images_per_step * trainer.steps_per_second,
+                # A collective: every rank logs at the same steps.
+                "data/skipped_corrupt_images": float(accelerator.reduce(num_skipped_images.clone(), "sum")),
+            }
+            trainer.log(loggable_values(logs, lr_scheduler, **extra))
+        if trainer.due(training.checkpointing_steps):
+            trainer.save_checkpoint(synchronized_models=synchronized_models)
+        if trainer.due(training.validation_steps):
+            if accelerator.is_main_process:
+                with trainer.ema_weights(raw_tokenizer):
+                    _validate(accelerator, raw_tokenizer, validation_images, stage_dir, trainer.global_step)
+            accelerator.wait_for_everyone()
 
     # ---- export ----
     total_skipped = int(accelerator.reduce(num_skipped_images.clone(), "sum"))
@@ -281,39 +194,42 @@ def run_stage(
             discriminator_optimizer,
             stage_dir / "discriminator",
             loss_config.discriminator,
-            num_updates=previous_updates + _discriminator_updates(reconstruction_loss, global_step),
+            num_updates=previous_updates + _discriminator_updates(reconstruction_loss, trainer.global_step),
         )
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
-        final_tokenizer = _final_tokenizer(raw_tokenizer, ema)
+        with trainer.ema_weights(raw_tokenizer):
+            final_tokenizer = _exported_copy(raw_tokenizer)
         images = validation_images
         reconstructions = reconstruct(final_tokenizer, images)
-        metrics = {
-            "stage": stage,
-            "global_step": global_step,
-            "validation_psnr_at_start": psnr_at_start,
-            "validation_psnr": float(psnr(images, reconstructions).mean()),
-            # Losses of the first logged step (computed before its update) and of the last one.
-            "first_losses": {k: v for k, v in first_logs.items() if k.startswith(("loss/", "gan/"))},
-            "final_losses": {k: v for k, v in last_logs.items() if k.startswith(("loss/", "gan/"))},
-            "skipped_corrupt_images": total_skipped,
-            "num_processes": accelerator.num_processes,
-            # What accelerate actually trained with (the effective training.mixed_precision).
-            "mixed_precision": accelerator.mixed_precision,
-            "data_source": getattr(dataset, "source_description", config.data.source),
-        }
+        first_logs, last_logs = (trainer.logged[0], trainer.logged[-1]) if trainer.logged else ({}, {})
         save_reconstruction_grid(images, reconstructions, stage_dir / "reconstructions.png")
         save_pretrained_atomically(final_tokenizer, stage_model_dir(output_dir, stage))
-        with open(stage_dir / "metrics.json", "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=2)
+        metrics = trainer.write_metrics(
+            stage_dir,
+            {
+                "stage": stage,
+                "validation_psnr_at_start": psnr_at_start,
+                "validation_psnr": float(psnr(images, reconstructions).mean()),
+                # Losses of the first logged step (computed before its update) and of the last one.
+                "first_losses": _losses(first_logs),
+                "final_losses": _losses(last_logs),
+                "skipped_corrupt_images": total_skipped,
+                "data_source": getattr(dataset, "source_description", config.data.source),
+            },
+        )
         if total_skipped:
             logger.warning(
                 f"Stage {stage}: skipped {total_skipped} corrupt or unreadable images (see warnings above)."
             )
-    accelerator.wait_for_everyone()
-    for tracker in accelerator.trackers:
-        tracker.finish()
+    # The next stage of this command still needs the process group.
+    trainer.finish(end_process_group=False)
     return metrics
+
+
+def _losses(logged: dict[str, float]) -> dict[str, float]:
+    """The loss and GAN terms of one logged step."""
+    return {name: value for name, value in logged.items() if name.startswith(("loss/", "gan/"))}
 
 
 def _discriminator_updates(reconstruction_loss: ReconstructionLoss, global_step: int) -> int:
@@ -357,13 +273,9 @@ def _validation_images(config: StageConfig) -> torch.Tensor:
     return torch.stack([dataset[index]["pixel_values"] for index in range(count)])
 
 
-def _validate(accelerator, tokenizer, ema, images, stage_dir: Path, global_step: int) -> float:
-    if ema is not None:
-        ema.store(tokenizer.parameters())
-        ema.copy_to(tokenizer.parameters())
+def _validate(accelerator, tokenizer, images, stage_dir: Path, global_step: int) -> float:
+    """Reconstruction PSNR and grid of the validation images with `tokenizer`'s current weights, sent to trackers."""
     reconstructions = reconstruct(tokenizer, images)
-    if ema is not None:
-        ema.restore(tokenizer.parameters())
     value = float(psnr(images, reconstructions).mean())
     grid = save_reconstruction_grid(images, reconstructions, stage_dir / "validation" / f"step-{global_step:07d}.png")
     accelerator.log({"validation/psnr": value}, step=global_step)
@@ -377,11 +289,9 @@ def _validate(accelerator, tokenizer, ema, images, stage_dir: Path, global_step:
     return value
 
 
-def _final_tokenizer(tokenizer: AlignedAutoencoderKL, ema: EMAModel | None) -> AlignedAutoencoderKL:
-    final = copy.deepcopy(tokenizer)
-    if ema is not None:
-        ema.copy_to(final.parameters())
-    final = export_tokenizer(final)
+def _exported_copy(tokenizer: AlignedAutoencoderKL) -> AlignedAutoencoderKL:
+    """A copy of `tokenizer` as it is saved: LoRA merged, no gradient checkpointing, eval mode."""
+    final = export_tokenizer(copy.deepcopy(tokenizer))
     if final.is_gradient_checkpointing:
         final.disable_gradient_checkpointing()
     return final.eval()

@@ -92,7 +92,6 @@ class T2IOptimizerConfig(DiTOptimizerConfig):
     learning_rate: float = 1.0e-4
     lr_scheduler: str = "constant_with_warmup"
     lr_warmup_steps: int = 1000
-    adam_epsilon: float = 1.0e-8
 
 
 @dataclass

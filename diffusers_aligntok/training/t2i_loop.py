@@ -10,36 +10,27 @@ the whole data-parallel global batch and sliced to this rank (`distributed.Globa
 what one process at N * b does.
 """
 
-import json
 import math
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.optimization import get_scheduler
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
-from tqdm.auto import tqdm
+from diffusers.training_utils import compute_density_for_timestep_sampling
 
 from ..data.aspect_buckets import make_buckets
 from ..data.text_image_datasets import BucketBatchSampler, build_text_image_dataset, collate_text_image_batch
 from ..pipelines.pipeline_aligntok_flux import AlignTokFluxPipeline, latent_image_ids, pack_latents, unpack_latents
-from .checkpointing import check_resume_compatible, resolve_resume_checkpoint, save_checkpoint
+from ..utils import to_jsonable
 from .config import config_to_dict
 from .distributed import SINGLE_PROCESS, GlobalBatch
-from .io_utils import (
-    build_accelerator,
-    flatten_for_trackers,
-    save_pretrained_atomically,
-    to_jsonable,
-    write_training_config,
-)
+from .io_utils import save_pretrained_atomically
 from .latent_cache import tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .t2i_cache import CachedTextImageDataset, build_t2i_cache, collate_cached_batch
@@ -52,6 +43,7 @@ from .t2i_components import (
     patch_size_for,
 )
 from .t2i_config import T2IConfig, T2IFlowConfig
+from .trainer import Trainer
 from .validation import image_grid, log_validation_images, save_grid
 
 
@@ -165,7 +157,8 @@ def run_t2i_training(
     """
     training, model_config, data_config = config.training, config.model, config.data
     output_dir = Path(output_dir)
-    accelerator = build_accelerator(training, output_dir)
+    trainer = Trainer(training, output_dir, name="T2I")
+    accelerator = trainer.accelerator
     if training.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
@@ -221,142 +214,75 @@ def run_t2i_training(
     if training.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()
-    optimizer = torch.optim.AdamW(
-        transformer.parameters(),
-        lr=config.optimizer.learning_rate,
-        betas=(config.optimizer.adam_beta1, config.optimizer.adam_beta2),
-        eps=config.optimizer.adam_epsilon,
-        weight_decay=config.optimizer.weight_decay,
-    )
-    lr_scheduler = get_scheduler(
-        config.optimizer.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=config.optimizer.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=training.max_train_steps * accelerator.num_processes,
-    )
+    optimizer = trainer.adamw(transformer.parameters(), config.optimizer)
+    lr_scheduler = trainer.lr_scheduler(optimizer, config.optimizer)
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     raw_transformer: FluxTransformer2DModel = accelerator.unwrap_model(transformer)
+    trainer.track_ema(raw_transformer)  # after `prepare`: under FSDP each rank's shadow weights are its own shards
     if training.compile:
         raw_transformer.compile()
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
-    # Built after `prepare`, so under FSDP each rank's shadow weights are its own shards.
-    ema = EMAModel(raw_transformer.parameters(), decay=training.ema_decay) if training.ema_decay is not None else None
-    if ema is not None and not fsdp:
-        accelerator.register_for_checkpointing(ema)
-    save_ema_shard = _ema_shard_saver(ema, accelerator) if ema is not None and fsdp else None
-    if ema is not None:
-        ema.to(accelerator.device)
     set_seed(training.seed)  # the noise / timestep / dropout stream starts from the seed whatever setup consumed
-
-    # ---- resume ----
-    checkpoints_dir = output_dir / "checkpoints"
-    training_state = {
-        "model_config": to_jsonable(dict(raw_transformer.config)),
-        "vae_fingerprint": vae_fingerprint,
-        "data": {
-            "source": dataset.source_description,
-            "buckets": [str(b) for b in buckets],
-            "num_items": len(dataset),
+    trainer.resume(
+        resume_from_checkpoint,
+        training_state={
+            "model_config": to_jsonable(dict(raw_transformer.config)),
+            "vae_fingerprint": vae_fingerprint,
+            "data": {
+                "source": dataset.source_description,
+                "buckets": [str(b) for b in buckets],
+                "num_items": len(dataset),
+            },
+            "num_processes": accelerator.num_processes,
         },
-        "num_processes": accelerator.num_processes,
-    }
-    global_step = 0
-    resume_path = resolve_resume_checkpoint(checkpoints_dir, resume_from_checkpoint)
-    if resume_path is not None:
-        global_step = check_resume_compatible(resume_path, training_state)["global_step"]
-        accelerator.load_state(str(resume_path))
-        if save_ema_shard is not None:
-            ema.load_state_dict(
-                torch.load(resume_path / f"ema_rank{accelerator.process_index}.pt", weights_only=False)
-            )
-        logger.info(f"Resumed text-to-image training from {resume_path} at step {global_step}")
-    steps_per_epoch = max(1, len(sampler) // training.gradient_accumulation_steps)
-
-    if accelerator.is_main_process:
-        write_training_config(output_dir, config_to_dict(config), run_record, accelerator)
-        accelerator.init_trackers("aligntok_t2i", config=flatten_for_trackers(config_to_dict(config)))
-    counters = {"skipped_unreadable": 0, "truncated_clip": 0, "truncated_t5": 0}
-    loss_curve: list[dict[str, float]] = []
-    latent_std: float | None = None
-    progress = tqdm(
-        total=training.max_train_steps, initial=global_step, desc="T2I", disable=not accelerator.is_local_main_process
     )
-    step_started = time.perf_counter()
+    trainer.start_run("aligntok_t2i", config_to_dict(config), run_record)
+    counters = {"skipped_unreadable": 0, "truncated_clip": 0, "truncated_t5": 0}
+    latent_std: float | None = None
     # Every draw of a micro-batch is made for its global micro-batch of N * b and sliced to this rank (distributed.py).
     global_batch = GlobalBatch.of(accelerator)
 
     # ---- train ----
-    while global_step < training.max_train_steps:
-        epoch, step_in_epoch = divmod(global_step, steps_per_epoch)
-        start_batch = step_in_epoch * training.gradient_accumulation_steps
-        sampler.set_epoch(epoch, start_batch=start_batch)
-        # Whole optimizer steps only: leftover micro-batches of an epoch would otherwise leak into the next one's
-        # accumulation and break the step -> batch arithmetic a resume relies on.
-        batches_left = steps_per_epoch * training.gradient_accumulation_steps - start_batch
-        for batch_index, batch in enumerate(dataloader):
-            if batch_index >= batches_left:
-                break
-            with accelerator.accumulate(transformer):
-                latents, prompt_embeds, pooled = _conditioning(
-                    batch, vae, text_encoders, accelerator.device, weight_dtype, counters, global_batch
-                )
-                if latent_std is None:
-                    latent_std = _check_latent_scale(latents, vae)
-                prompt_embeds, pooled = drop_captions(
-                    prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob, global_batch
-                )
-                loss, logs = flux_flow_matching_loss(
-                    transformer, latents, prompt_embeds, pooled, patch, config.flow, global_batch
-                )
-                raise_if_not_finite(accelerator, logs, global_step)
-                backward_and_step(
-                    accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm
-                )
-            if not accelerator.sync_gradients:
-                continue
-            if ema is not None:
-                ema.step(raw_transformer.parameters())
-            global_step += 1
-            progress.update(1)
-            if global_step % training.log_every_steps == 0 or global_step == training.max_train_steps:
-                elapsed, step_started = time.perf_counter() - step_started, time.perf_counter()
-                values = loggable_values(
-                    logs,
-                    lr_scheduler,
-                    **{
-                        "throughput/steps_per_second": training.log_every_steps / max(elapsed, 1e-9),
-                        **{f"data/{name}": float(count) for name, count in counters.items()},
-                    },
-                )
-                accelerator.log(values, step=global_step)
-                loss_curve.append({"step": global_step, **values})
-                progress.set_postfix(loss=f"{values['loss/total']:.4f}")
-            if global_step % training.checkpointing_steps == 0 or global_step == training.max_train_steps:
-                save_checkpoint(
+    for batch in _micro_batches(trainer, sampler, dataloader):
+        with accelerator.accumulate(transformer):
+            latents, prompt_embeds, pooled = _conditioning(
+                batch, vae, text_encoders, accelerator.device, weight_dtype, counters, global_batch
+            )
+            if latent_std is None:
+                latent_std = _check_latent_scale(latents, vae)
+            prompt_embeds, pooled = drop_captions(
+                prompt_embeds, pooled, empty_embeds, empty_pooled, data_config.caption_dropout_prob, global_batch
+            )
+            loss, logs = flux_flow_matching_loss(
+                transformer, latents, prompt_embeds, pooled, patch, config.flow, global_batch
+            )
+            raise_if_not_finite(accelerator, logs, trainer.global_step)
+            backward_and_step(
+                accelerator, transformer, loss, logs, optimizer, lr_scheduler, config.optimizer.max_grad_norm
+            )
+        if not accelerator.sync_gradients:
+            continue
+        trainer.finish_optimizer_step()
+        if trainer.due(training.log_every_steps):
+            extra = {
+                "throughput/steps_per_second": trainer.steps_per_second,
+                **{f"data/{name}": float(count) for name, count in counters.items()},
+            }
+            trainer.log(loggable_values(logs, lr_scheduler, **extra))
+        if trainer.due(training.checkpointing_steps):
+            trainer.save_checkpoint(synchronized_models={"transformer": transformer})
+        if trainer.due(training.validation_steps):
+            with trainer.ema_weights(raw_transformer):
+                _save_validation_grid(
+                    _pipeline(raw_transformer, vae, text_encoders, config),
+                    config,
+                    buckets,
                     accelerator,
-                    checkpoints_dir,
-                    global_step,
-                    training_state,
-                    training.checkpoints_total_limit,
-                    extra_save=save_ema_shard,
-                    synchronized_models={"transformer": transformer},
+                    output_dir / "validation" / f"step-{trainer.global_step:07d}.png",
+                    trainer.global_step,
                 )
-            if global_step % training.validation_steps == 0 or global_step == training.max_train_steps:
-                with _ema_weights(ema, raw_transformer):
-                    _save_validation_grid(
-                        _pipeline(raw_transformer, vae, text_encoders, config),
-                        config,
-                        buckets,
-                        accelerator,
-                        output_dir / "validation" / f"step-{global_step:07d}.png",
-                        global_step,
-                    )
-            if global_step >= training.max_train_steps:
-                break
-    progress.close()
 
     # ---- export: the EMA transformer in diffusers format, and the whole pipeline ----
-    with _ema_weights(ema, raw_transformer):
+    with trainer.ema_weights(raw_transformer):
         state_dict = accelerator.get_state_dict(transformer)
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
@@ -365,26 +291,46 @@ def run_t2i_training(
         final = final.eval()
         save_pretrained_atomically(final, output_dir / "transformer")
         save_pretrained_atomically(_pipeline(final, vae, text_encoders, config), output_dir / "pipeline")
-        metrics = {
-            "global_step": global_step,
-            "loss_curve": loss_curve,
-            "num_parameters": sum(p.numel() for p in final.parameters()),
-            "latent_patch_size": patch,
-            "image_tokens_per_bucket": {
-                str(b): (b.width // model_config.pixels_per_token) * (b.height // model_config.pixels_per_token)
-                for b in buckets
+        metrics = trainer.write_metrics(
+            output_dir,
+            {
+                "loss_curve": trainer.logged,
+                "num_parameters": sum(p.numel() for p in final.parameters()),
+                "latent_patch_size": patch,
+                "image_tokens_per_bucket": {
+                    str(b): (b.width // model_config.pixels_per_token) * (b.height // model_config.pixels_per_token)
+                    for b in buckets
+                },
+                "bucket_counts": dataset.bucket_counts(),
+                "skipped_at_scan": dataset.skipped,
+                "counters_this_run": counters,
+                "normalised_latent_std_first_batch": latent_std,
             },
-            "bucket_counts": dataset.bucket_counts(),
-            "skipped_at_scan": dataset.skipped,
-            "counters_this_run": counters,
-            "normalised_latent_std_first_batch": latent_std,
-            "num_processes": accelerator.num_processes,
-            "mixed_precision": accelerator.mixed_precision,
-        }
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        )
+    trainer.finish()
     return metrics
+
+
+def _micro_batches(
+    trainer: Trainer, sampler: BucketBatchSampler, dataloader: torch.utils.data.DataLoader
+) -> Iterator[dict[str, Any]]:
+    """The micro-batches from the trainer's step to the last one. Not `Trainer.micro_batches`: the bucket sampler
+    resumes mid-epoch itself (`set_epoch(epoch, start_batch)`), and each epoch yields whole optimiser steps only, as
+    leftover micro-batches would leak into the next epoch's accumulation and break the step -> batch arithmetic a
+    resume relies on."""
+    accumulation = trainer.training.gradient_accumulation_steps
+    steps_per_epoch = max(1, len(sampler) // accumulation)
+    while not trainer.done:
+        epoch, step_in_epoch = divmod(trainer.global_step, steps_per_epoch)
+        start_batch = step_in_epoch * accumulation
+        sampler.set_epoch(epoch, start_batch=start_batch)
+        batches_left = steps_per_epoch * accumulation - start_batch
+        for batch_index, batch in enumerate(dataloader):
+            if batch_index >= batches_left:
+                break
+            yield batch
+            if trainer.done:
+                return
 
 
 def _conditioning(
@@ -435,29 +381,6 @@ def _check_latent_scale(latents: torch.Tensor, vae) -> float:
             main_process_only=True,
         )
     return std
-
-
-class _ema_weights:
-    """Context manager: the EMA weights in the live transformer, restored on exit (no 2B-parameter copy)."""
-
-    def __init__(self, ema: EMAModel | None, transformer: torch.nn.Module):
-        self.ema, self.transformer = ema, transformer
-
-    def __enter__(self):
-        if self.ema is not None:
-            self.ema.store(self.transformer.parameters())
-            self.ema.copy_to(self.transformer.parameters())
-
-    def __exit__(self, *exc):
-        if self.ema is not None:
-            self.ema.restore(self.transformer.parameters())
-
-
-def _ema_shard_saver(ema: EMAModel, accelerator):
-    def save(directory: Path) -> None:
-        torch.save(ema.state_dict(), directory / f"ema_rank{accelerator.process_index}.pt")
-
-    return save
 
 
 def _pipeline(transformer, vae, text_encoders, config: T2IConfig) -> FluxPipeline:
