@@ -196,7 +196,9 @@ def test_bad_pipeline_arguments_are_named(tiny_files):
 
 def test_the_console_script_is_installed():
     (entry_point,) = importlib.metadata.entry_points(group="console_scripts", name="aligntok-convert-lightningdit")
-    assert entry_point.load() is main
+    from diffusers_aligntok import commands
+
+    assert entry_point.load() is commands.convert_lightningdit  # which runs `main` and exits with its status
 
 
 def test_console_script_saves_a_pipeline_that_from_pretrained_loads(tmp_path, tiny_files, tiny_reference, monkeypatch):

@@ -33,6 +33,8 @@ from transformers import (
 
 from diffusers_aligntok import FOUNDATION_ENCODERS, AlignedAutoencoderKL, DeterministicLatentDistribution, get_preset
 
+from .model_contract import ModelContractTests
+
 
 TINY_CONFIG = get_preset("tiny").config
 FACTOR = 4  # 2 ** (len(TINY_CONFIG["block_out_channels"]) - 1)
@@ -263,16 +265,6 @@ class TestSaveLoad:
         config_on_disk = json.loads((tmp_path / "config.json").read_text())
         assert config_on_disk["encoder_image_mean"] == [0.485, 0.456, 0.406]
         assert config_on_disk["encoder_image_std"] == [0.229, 0.224, 0.225]
-
-    def test_sharded_round_trip(self, tmp_path, tiny_vae):
-        tiny_vae.save_pretrained(tmp_path, max_shard_size="100KB")
-        assert (tmp_path / "diffusion_pytorch_model.safetensors.index.json").is_file()
-        assert len(list(tmp_path.glob("diffusion_pytorch_model-*.safetensors"))) > 1
-
-        loaded = AlignedAutoencoderKL.from_pretrained(tmp_path).eval()
-        images = make_images()
-        with torch.no_grad():
-            assert torch.equal(loaded(images).sample, tiny_vae(images).sample)
 
     def test_loading_an_autoencoder_kl_checkpoint_raises(self, tmp_path):
         autoencoder_kl = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4, sample_size=32)
@@ -875,3 +867,21 @@ class TestPeft:
         _reconstruction_gradients(tiny_vae, images)
         lora_b_gradients = [parameter.grad for name, parameter in tiny_vae.named_parameters() if "lora_B" in name]
         assert lora_b_gradients and all(grad is not None and grad.abs().sum() > 0 for grad in lora_b_gradients)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model contract shared with every model of the package (tests/models/model_contract.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TestAlignedAutoencoderKLContract(ModelContractTests):
+    model_class = AlignedAutoencoderKL
+
+    def build_model(self) -> AlignedAutoencoderKL:
+        return make_tiny_vae(latent_noise_std=0.0)  # no latent noise: the train-mode forward is deterministic
+
+    def model_inputs(self, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+        return {"sample": make_images(batch_size, 32, 48, seed=seed)}
+
+    def model_output(self, model: AlignedAutoencoderKL, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**inputs).sample

@@ -1,6 +1,7 @@
 """`LightningDiTTransformer2DModel`: shapes, DiT initialisation, QK-Norm, label dropout, RoPE, gradient checkpointing,
-preset sizes, save/load and input validation. Every model is tiny (hidden 32, 2 layers) except the presets, which
-are built on the meta device so that counting XL's 675M parameters allocates nothing."""
+preset sizes and input validation; save/load, dtypes and determinism come from the shared model contract
+(`model_contract.py`). Every model is tiny (hidden 32, 2 layers) except the presets, which are built on the meta
+device so that counting XL's 675M parameters allocates nothing."""
 
 import inspect
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 from diffusers_aligntok import DIT_PRESETS, LightningDiTTransformer2DModel
+
+from .model_contract import ModelContractTests
 
 
 TINY_CONFIG = {
@@ -269,26 +272,6 @@ def test_defaults_are_lightningdit_xl_1_and_presets_take_overrides():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Save / load
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def test_save_pretrained_and_from_pretrained_round_trip(tmp_path):
-    model = randomize_zero_initialized(build_tiny_dit(qk_norm=True, patch_size=2, class_dropout_prob=0.2)).eval()
-    model.save_pretrained(tmp_path)
-    loaded = LightningDiTTransformer2DModel.from_pretrained(tmp_path).eval()
-
-    def public(config):
-        return {key: value for key, value in config.items() if not key.startswith("_")}
-
-    assert public(loaded.config) == public(model.config)
-    latents, timestep, class_labels = make_inputs(height=8, width=12)
-    torch.testing.assert_close(
-        loaded(latents, timestep, class_labels).sample, model(latents, timestep, class_labels).sample, rtol=0, atol=0
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -324,3 +307,23 @@ def test_bad_configs_are_rejected_with_the_reason():
     with pytest.raises(ValueError, match="divisible by 4"):
         build_tiny_dit(hidden_size=36, num_attention_heads=6)  # head_dim 6
     build_tiny_dit(hidden_size=36, num_attention_heads=6, use_rope=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model contract shared with every model of the package (tests/models/model_contract.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TestLightningDiTContract(ModelContractTests):
+    model_class = LightningDiTTransformer2DModel
+
+    def build_model(self) -> LightningDiTTransformer2DModel:
+        # QK-Norm and patch 2 exercise the most weights; no label dropout keeps the train-mode forward deterministic.
+        return randomize_zero_initialized(build_tiny_dit(qk_norm=True, patch_size=2, class_dropout_prob=0.0)).eval()
+
+    def model_inputs(self, batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+        latents, timestep, class_labels = make_inputs(batch_size, height=8, width=12, seed=seed)
+        return {"hidden_states": latents, "timestep": timestep, "class_labels": class_labels}
+
+    def model_output(self, model: LightningDiTTransformer2DModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**inputs).sample
