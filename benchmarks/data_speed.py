@@ -31,12 +31,9 @@ Writes `<output_dir>/data_speed.{json,md}` (default `benchmarks/results/`).
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +44,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from benchmark_utils import machine_description  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
@@ -449,32 +447,15 @@ def run(args) -> dict:
                     row["status"] = f"error: {type(error).__name__}: {error}"
                 rows.append(row)
     return {
-        "machine": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "cpu": _cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "load_average_at_start": args.load_average_at_start,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "quick": args.quick,
-        },
+        "machine": machine_description(
+            torch.device("cpu"), load_average_at_start=args.load_average_at_start, quick=args.quick
+        ),
         "images": {str(k): v for k, v in images.items()},
         "steps_source": steps_source,
         "assumed_h200": {"bf16_peak_tflops": H200_BF16_PEAK_TFLOPS, "mfu": ASSUMED_MFU},
         "wall_s": round(time.monotonic() - started, 1),
         "rows": rows,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _fmt(value) -> str:

@@ -43,12 +43,10 @@ Usage:
 import argparse
 import ctypes
 import dataclasses
-import datetime
 import gc
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import sys
@@ -56,6 +54,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from benchmark_utils import machine_description, markdown_table, sync
 from diffusers import AutoencoderDC, AutoencoderKL, AutoencoderRAE
 from diffusers.image_processor import VaeImageProcessor
 
@@ -389,11 +388,6 @@ def images_for(resolution: int, batch: int, device, dtype) -> torch.Tensor:
     return image.repeat(batch, 1, 1, 1).to(device, dtype)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Measurements
 # ----------------------------------------------------------------------------------------------------------------
@@ -574,20 +568,6 @@ def issue_targets(timing_rows: list[dict], tiling_rows: list[dict]) -> list[dict
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _cell(value):
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:,}" if isinstance(value, int) else f"{value:.3g}"
-
-
-def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def timing_table(rows: list[dict]) -> str:
     display = []
     for row in rows:
@@ -617,41 +597,24 @@ def timing_table(rows: list[dict]) -> str:
 
 
 def environment(args) -> dict:
-    env = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "python benchmarks/tokenizer_speed.py " + " ".join(sys.argv[1:]),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": __import__("diffusers").__version__,
-        "transformers": __import__("transformers").__version__,
-        "diffusers_aligntok": diffusers_aligntok.__version__,
-        "device": str(args.device),
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "logical_cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "bf16_method": "model and inputs cast to torch.bfloat16 (model.to), no autocast",
-        "tile_size": args.tile_size,
-        "tiled_from": args.tiled_from,
-        "full_grid": args.full_grid,
-        "quick": args.quick,
-    }
-    try:
-        with open("/proc/cpuinfo") as file:
-            env["cpu"] = re.search(r"^model name\s*:\s*(.+)$", file.read(), re.MULTILINE).group(1)
-    except (OSError, AttributeError):
-        pass
     if args.device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(args.device)
-        env["memory_method"] = "torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus allocated before"
+        memory_method = "torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus allocated before"
     else:
-        env["memory_method"] = (
+        memory_method = (
             "VmHWM after the call minus VmRSS before it; VmHWM reset via /proc/self/clear_refs after gc.collect() "
             "and malloc_trim(0)"
         )
-    return env
+    return machine_description(
+        args.device,
+        diffusers_aligntok=diffusers_aligntok.__version__,
+        mkldnn_bf16_supported=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        bf16_method="model and inputs cast to torch.bfloat16 (model.to), no autocast",
+        memory_method=memory_method,
+        tile_size=args.tile_size,
+        tiled_from=args.tiled_from,
+        full_grid=args.full_grid,
+        quick=args.quick,
+    )
 
 
 def write_results(results: dict, args):
@@ -663,9 +626,9 @@ def write_results(results: dict, args):
     parts = [
         f"# Tokenizer speed and memory\n\n{env['date']}, `{env['command']}`, torch {env['torch']}, diffusers "
         f"{env['diffusers']}, transformers {env['transformers']}, {env.get('gpu') or env['cpu']} "
-        f"({env['device']}, {env['threads']} threads, CPU capability {env['cpu_capability']}, mkldnn bf16 "
+        f"({env['device']}, {env['torch_threads']} threads, CPU capability {env['torch_cpu_capability']}, mkldnn bf16 "
         f"{'supported' if env['mkldnn_bf16_supported'] else 'not supported'}), load average at start "
-        f"{_cell(env['load_average_at_start'])}, wall time {results.get('wall_seconds', 0):.0f} s.\n\n"
+        f"{env['load_average_at_start'][0]}, wall time {results.get('wall_seconds', 0):.0f} s.\n\n"
         "Random weights (cost does not depend on them). Times per image; the ratio is to the FLUX VAE in the same "
         "round-robin rounds (median of per-repeat ratios, min-max over repeats). Peak memory is per call (whole "
         f"batch), over what was resident before: {env['memory_method']}. bf16: {env['bf16_method']}. Tiled rows use "
@@ -741,7 +704,7 @@ def main(argv=None):
         settings = [setting for setting in settings if setting.dtype != "bf16"]
         results["skipped"] += [
             f"{s.resolution} batch {s.batch} bf16: this CPU has no native bf16 "
-            f"(capability {results['environment']['cpu_capability']}, mkldnn bf16 unsupported); emulated bf16 runs a "
+            f"(capability {results['environment']['torch_cpu_capability']}, mkldnn bf16 unsupported); emulated bf16 runs a "
             f"3x3 conv {slowdown:.0f}x slower than fp32 here, so bf16 rows would take far past the budget and time "
             "the emulation; `--force_bf16` runs them anyway"
             for s in skipped

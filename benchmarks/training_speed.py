@@ -42,12 +42,10 @@ Writes `<output_dir>/training_speed.{json,md}` (default `benchmarks/results/`).
 import argparse
 import contextlib
 import ctypes
-import datetime
 import gc
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -63,7 +61,11 @@ from types import SimpleNamespace
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import benchmark_utils  # noqa: E402
 import torch  # noqa: E402
+from benchmark_utils import available_memory_bytes, cpu_has_fast_bf16, sync  # noqa: E402
+
+from diffusers_aligntok.training.trainer import build_adamw, build_ema  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,81 +95,10 @@ BF16_PEAK_TFLOPS, count_flops = GPU_CHECK.BF16_PEAK_TFLOPS, GPU_CHECK.count_flop
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether the CPU has bf16 matmul instructions; without them bf16 autocast is slower than fp32 (measured here:
-    ~6x for a Linear, ~250x for a 3x3 Conv2d on an AVX2-only EPYC with torch 2.14)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def available_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62  # unknown: do not skip
-
-
 def machine_description(args) -> dict:
-    import accelerate
-    import diffusers
-    import transformers
-
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_bf16_instructions": sorted({"avx512_bf16", "amx_bf16"} & cpu_flags()) or "none (AVX512-BF16/AMX absent)",
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "memory_available_gib_at_start": round(available_memory_bytes(torch.device("cpu")) / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "device": str(args.device),
-        "dtype": args.dtype,
-        "quick": args.quick,
-        "gpu": None,
-        "bf16_peak_tflops": None,
-    }
-    if args.device.type == "cuda":
-        name = torch.cuda.get_device_properties(args.device).name
-        info["gpu"] = name
-        info["bf16_peak_tflops"] = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
-    return info
+    name = torch.cuda.get_device_properties(args.device).name if args.device.type == "cuda" else ""
+    peak = next((value for key, value in BF16_PEAK_TFLOPS.items() if key in name), None) if name else None
+    return benchmark_utils.machine_description(args.device, dtype=args.dtype, quick=args.quick, bf16_peak_tflops=peak)
 
 
 class PhaseTimer:
@@ -261,11 +192,10 @@ def check_memory(name: str, needed_bytes: int, device: torch.device) -> None:
 
 
 def ema_for(model: torch.nn.Module, decay: float | None, device):
-    from diffusers.training_utils import EMAModel
-
+    """The trainer's EMA (`build_ema`), on `device`; None without EMA."""
     if decay is None:
         return None
-    ema = EMAModel(model.parameters(), decay=decay)
+    ema = build_ema(model, decay)
     ema.to(device)
     return ema
 
@@ -327,12 +257,13 @@ def setup_tokenizer_stage2(args, accelerator, work_dir: Path) -> dict:
         gan_start_step=loss_config.gan_start_step,
         adaptive_weight_max=loss_config.adaptive_weight_max,
     )
-    betas = (optimizer_config.adam_beta1, optimizer_config.adam_beta2)
-    tokenizer_optimizer = torch.optim.AdamW(
-        models.parameter_groups, lr=optimizer_config.learning_rate, betas=betas, weight_decay=0.0
-    )
-    discriminator_optimizer = torch.optim.AdamW(
-        discriminator.parameters(), lr=optimizer_config.discriminator_learning_rate, betas=betas
+    # As training/loop.py builds them (the discriminator with torch's default weight decay).
+    tokenizer_optimizer = build_adamw(models.parameter_groups, optimizer_config)
+    discriminator_optimizer = build_adamw(
+        discriminator.parameters(),
+        optimizer_config,
+        learning_rate=optimizer_config.discriminator_learning_rate,
+        weight_decay=0.01,
     )
     scheduler = get_scheduler(
         optimizer_config.lr_scheduler,
@@ -421,12 +352,7 @@ def setup_dit(args, accelerator, size: str) -> dict:
     if config.training.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     optimizer_config = config.optimizer
-    optimizer = torch.optim.AdamW(
-        transformer.parameters(),
-        lr=optimizer_config.learning_rate,
-        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
-        weight_decay=optimizer_config.weight_decay,
-    )
+    optimizer = build_adamw(transformer.parameters(), optimizer_config)
     scheduler = get_scheduler(optimizer_config.lr_scheduler, optimizer=optimizer)
     transformer, optimizer, scheduler = accelerator.prepare(transformer, optimizer, scheduler)
     raw = accelerator.unwrap_model(transformer)
@@ -547,13 +473,7 @@ def setup_t2i(args, accelerator, arm: str, resolution: int) -> dict:
         transformer.enable_gradient_checkpointing()
     transformer.train()
     optimizer_config = config.optimizer
-    optimizer = torch.optim.AdamW(
-        transformer.parameters(),
-        lr=optimizer_config.learning_rate,
-        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
-        eps=optimizer_config.adam_epsilon,
-        weight_decay=optimizer_config.weight_decay,
-    )
+    optimizer = build_adamw(transformer.parameters(), optimizer_config)
     scheduler = get_scheduler(
         optimizer_config.lr_scheduler, optimizer=optimizer, num_warmup_steps=optimizer_config.lr_warmup_steps
     )
@@ -789,12 +709,24 @@ def parse_args(argv=None):
     return args
 
 
+@contextlib.contextmanager
+def _reset_accelerator_state_after():
+    from accelerate.state import AcceleratorState
+
+    try:
+        yield
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def run_tasks_here(args, tasks, peak) -> list[dict]:
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.device.type == "cpu")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="training_speed_") as work:
+    # accelerate's state is process-wide: reset it after, so that a caller in this process (a test, a notebook)
+    # can build an Accelerator with another precision.
+    with tempfile.TemporaryDirectory(prefix="training_speed_") as work, _reset_accelerator_state_after():
         for name, resolution in tasks:
             if name == "tokenizer_stage2":
                 setup = lambda: setup_tokenizer_stage2(args, accelerator, Path(work))  # noqa: E731

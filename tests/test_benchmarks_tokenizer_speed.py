@@ -1,23 +1,12 @@
 """`benchmarks/tokenizer_speed.py` at its smallest: the tiny preset against the FLUX VAE, one 32x32 round."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    path = REPO_ROOT / "benchmarks" / "tokenizer_speed.py"
-    spec = importlib.util.spec_from_file_location("tokenizer_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.testing_utils import load_script
 
 
 def test_tokenizer_speed_writes_ratios_to_the_flux_vae(tmp_path):
-    benchmark = _load_benchmark()
+    benchmark = load_script("benchmarks/tokenizer_speed.py")
     benchmark.main(
         [
             "--models", "tiny", "--resolutions", "32", "--batch_sizes", "1", "--dtypes", "fp32",

@@ -1,7 +1,6 @@
 """Every script in `examples/` runs against a local model directory: tiny models saved in tmp dirs, loaded by path,
 outputs checked for existence and size. Each example is called through its `main(argv)`, in process."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,10 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from PIL import Image
 
 from diffusers_aligntok import AlignedAutoencoderKL, AlignTokDiTPipeline, LightningDiTTransformer2DModel
-from tests.testing_utils import synthetic_test_image, tiny_flux_components
+from tests.testing_utils import load_script, synthetic_test_image, tiny_flux_components
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def grid_size(num_columns: int, height: int, width: int, padding: int = 2) -> tuple[int, int]:
@@ -45,7 +37,7 @@ def test_reconstruct_a_local_tokenizer(tmp_path):
     torch.manual_seed(0)
     AlignedAutoencoderKL.from_preset("tiny").save_pretrained(tmp_path / "tokenizer")
     synthetic_test_image(32, 48).save(tmp_path / "input.png")
-    load_example("reconstruct").main(
+    load_script("examples/reconstruct.py").main(
         [str(tmp_path / "input.png"), "--model", str(tmp_path / "tokenizer"), "--output_dir", str(tmp_path / "out")]
     )
     # The original and its reconstruction side by side.
@@ -54,7 +46,7 @@ def test_reconstruct_a_local_tokenizer(tmp_path):
 
 def test_flux_vae_swap_from_local_directories(tmp_path, flux_pipeline_dir):
     output = tmp_path / "swap.png"
-    load_example("flux_vae_swap").main(
+    load_script("examples/flux_vae_swap.py").main(
         [
             "--pretrained_model",
             str(flux_pipeline_dir),
@@ -79,7 +71,7 @@ def test_flux_vae_swap_from_local_directories(tmp_path, flux_pipeline_dir):
 
 def test_text_to_image_from_a_local_pipeline(tmp_path, flux_pipeline_dir):
     output = tmp_path / "buckets.png"
-    load_example("text_to_image").main(
+    load_script("examples/text_to_image.py").main(
         [
             "--pipeline",
             str(flux_pipeline_dir),
@@ -117,7 +109,7 @@ def dit_pipeline_dir(tmp_path_factory) -> Path:
 def test_sample_dit_from_a_local_pipeline(tmp_path, dit_pipeline_dir, labels):
     output = tmp_path / "samples.png"
     label_args = ["--class_labels", *labels] if labels else []
-    load_example("sample_dit").main(
+    load_script("examples/sample_dit.py").main(
         [
             "--pipeline",
             str(dit_pipeline_dir),

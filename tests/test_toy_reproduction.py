@@ -1,21 +1,11 @@
 """`benchmarks/toy_reproduction.py` end to end at a tiny scale: every arm, every output, finite metrics."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import torch
 
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("toy_reproduction", REPO_ROOT / "benchmarks" / "toy_reproduction.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.testing_utils import load_script
 
 
 def test_judge_features_feed_the_classifier_head_and_give_a_second_fid():
@@ -23,7 +13,7 @@ def test_judge_features_feed_the_classifier_head_and_give_a_second_fid():
 
     from diffusers_aligntok import demo
 
-    benchmark = _load_benchmark()
+    benchmark = load_script("benchmarks/toy_reproduction.py")
     torch.manual_seed(0)
     classifier = benchmark.ShapeClassifier().eval()
     images, _ = benchmark.shapes_tensors(300, seed=3)
@@ -48,7 +38,7 @@ def test_judge_features_feed_the_classifier_head_and_give_a_second_fid():
 
 
 def test_sweep_arms_get_no_dit_unless_asked():
-    benchmark = _load_benchmark()
+    benchmark = load_script("benchmarks/toy_reproduction.py")
     assert set(benchmark.SWEEP_ARMS) == {"aligntok_wsp0", "aligntok_wsp5"} and benchmark.DEFAULT_ARMS == list(
         benchmark.ARMS
     )
@@ -59,7 +49,7 @@ def test_sweep_arms_get_no_dit_unless_asked():
 
 
 def test_toy_reproduction_writes_a_finite_table_for_every_arm(tmp_path):
-    benchmark = _load_benchmark()
+    benchmark = load_script("benchmarks/toy_reproduction.py")
     results_dir = tmp_path / "results"
     # 10 samples per class: 100 samples, more than the 96 feature dimensions, so the FID covariance is full rank.
     report = benchmark.main(

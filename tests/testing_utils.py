@@ -8,6 +8,10 @@ function returns the keyword arguments of the pipeline's constructor and accepts
 `vae.config.latent_channels`. Builders seed torch's global RNG themselves (`seed`, default 0).
 """
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
@@ -25,6 +29,21 @@ from diffusers_aligntok.standins import (  # noqa: F401  (re-exported)
     build_tiny_t5_tokenizer,
     tiny_flux_components,
 )
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str):
+    """Imports a script of the repository (`"benchmarks/tokenizer_speed.py"`, `"training/evaluate_tokenizer.py"`)
+    as a module, with its folder first on `sys.path` as when it is run (the benchmarks import `benchmark_utils`)."""
+    path = REPO_ROOT / relative_path
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_tiny_vae(seed: int = 0, **config_overrides) -> AlignedAutoencoderKL:

@@ -99,6 +99,10 @@ class OptimizerConfig:
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     max_grad_norm: float = 1.0
+    # torch's fused AdamW: one kernel for every parameter per step (CUDA and CPU) instead of a loop over tensors; the
+    # update is AdamW's, equal to the looped one up to float rounding (`benchmarks/optimizer_speed.py` times both).
+    # False uses torch's multi-tensor (foreach) AdamW, e.g. for parameters on a device the fused kernel lacks.
+    fused_adamw: bool = True
 
 
 @dataclass

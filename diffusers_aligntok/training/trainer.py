@@ -59,6 +59,32 @@ from .config import OptimizerConfig, TrainingConfig
 logger = get_logger(__name__)
 
 
+def build_adamw(
+    parameters: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
+    optimizer_config: OptimizerConfig,
+    learning_rate: float | None = None,
+    weight_decay: float | None = None,
+) -> torch.optim.AdamW:
+    """AdamW with `optimizer_config`'s betas, epsilon, weight decay and implementation (fused unless
+    `fused_adamw: false`); `learning_rate` and `weight_decay` replace the config's. Parameter groups may set their own
+    `lr`. Build it before `accelerator.prepare`, as usual: the fused kernel runs wherever the parameters end up."""
+    return torch.optim.AdamW(
+        parameters,
+        lr=optimizer_config.learning_rate if learning_rate is None else learning_rate,
+        betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
+        eps=optimizer_config.adam_epsilon,
+        weight_decay=optimizer_config.weight_decay if weight_decay is None else weight_decay,
+        fused=optimizer_config.fused_adamw or None,
+        foreach=None if optimizer_config.fused_adamw else True,
+    )
+
+
+def build_ema(model: torch.nn.Module, decay: float) -> EMAModel:
+    """diffusers' `EMAModel` of `model`'s parameters, updated with torch's multi-tensor (foreach) ops: a few kernels
+    per step instead of two per parameter tensor (it briefly holds one difference tensor per parameter)."""
+    return EMAModel(model.parameters(), decay=decay, foreach=True)
+
+
 class Trainer:
     """Owns the parts of a training run that every recipe shares; the recipe owns its models, data, step and export.
 
@@ -102,13 +128,7 @@ class Trainer:
         """AdamW with `optimizer_config`'s betas, epsilon and weight decay; `learning_rate` and `weight_decay` replace
         the config's (a second optimiser, such as the GAN discriminator's, has its own). Parameter groups may set
         their own `lr`."""
-        return torch.optim.AdamW(
-            parameters,
-            lr=optimizer_config.learning_rate if learning_rate is None else learning_rate,
-            betas=(optimizer_config.adam_beta1, optimizer_config.adam_beta2),
-            eps=optimizer_config.adam_epsilon,
-            weight_decay=optimizer_config.weight_decay if weight_decay is None else weight_decay,
-        )
+        return build_adamw(parameters, optimizer_config, learning_rate=learning_rate, weight_decay=weight_decay)
 
     def lr_scheduler(
         self, optimizer: torch.optim.Optimizer, optimizer_config: OptimizerConfig
@@ -136,7 +156,7 @@ class Trainer:
         """
         if self.training.ema_decay is None:
             return None
-        self.ema = EMAModel(model.parameters(), decay=self.training.ema_decay)
+        self.ema = build_ema(model, self.training.ema_decay)
         self._ema_model = model
         self._ema_saved_per_rank = self.accelerator.distributed_type == DistributedType.FSDP
         if not self._ema_saved_per_rank:

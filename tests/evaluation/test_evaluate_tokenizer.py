@@ -1,6 +1,5 @@
 """The evaluation run end to end: the command on a folder, perfect-tokenizer sanity, resume, bad input."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,20 +9,13 @@ from PIL import Image
 
 from diffusers_aligntok.evaluation import TokenizerEvaluationConfig, evaluate_tokenizers, load_tokenizer
 from diffusers_aligntok.evaluation.tokenizer import PARTIAL_STATE_DIR
+from tests.testing_utils import load_script
 
 from .conftest import IdentityTokenizer
 
 
-def _evaluate_tokenizer_script():
-    path = Path(__file__).resolve().parents[2] / "training" / "evaluate_tokenizer.py"
-    spec = importlib.util.spec_from_file_location("evaluate_tokenizer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_command_evaluates_two_tokenizers_on_a_folder(tiny_aligntok_dir, tiny_kl_dir, image_folder, tmp_path, capsys):
-    script = _evaluate_tokenizer_script()
+    script = load_script("training/evaluate_tokenizer.py")
     arguments = [
         "--tokenizers",
         str(tiny_aligntok_dir),

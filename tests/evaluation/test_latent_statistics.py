@@ -1,9 +1,7 @@
 """Latent statistics: streaming math, the write into config.json, and the round trip through from_pretrained."""
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +15,7 @@ from diffusers_aligntok.evaluation import (
     write_latent_statistics,
 )
 from diffusers_aligntok.evaluation.streaming import build_evaluation_dataset
-
-
-def _load_script(name: str):
-    path = Path(__file__).resolve().parents[2] / "training" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.testing_utils import load_script
 
 
 def test_latent_statistics_match_numpy_and_merge():
@@ -93,7 +84,7 @@ def test_write_refuses_other_classes_and_channel_mismatches(tmp_path):
 def test_compute_latent_statistics_command_writes_the_config(tiny_aligntok_dir, tmp_path, capsys):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_aligntok_dir, model_dir)
-    script = _load_script("compute_latent_statistics")
+    script = load_script("training/compute_latent_statistics.py")
     summary = script.main(
         [
             "--model",

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusers_aligntok.training.config import TrainingConfig
-from diffusers_aligntok.training.trainer import Trainer
+from diffusers_aligntok.training.config import OptimizerConfig, TrainingConfig
+from diffusers_aligntok.training.trainer import Trainer, build_adamw
 
 
 def _trainer(tmp_path: Path, **training) -> Trainer:
@@ -76,6 +76,69 @@ def test_ema_weights_swap_in_the_average_and_restore_the_training_weights_exactl
         raise RuntimeError("validation failed")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, training_weights[name]), name
+
+
+def _adamw_reference(weight, gradients, lr, betas, eps, weight_decay):
+    """AdamW (Loshchilov & Hutter, decoupled weight decay) written out, one step per gradient."""
+    weight, first, second = (
+        weight.clone().double(),
+        torch.zeros_like(weight).double(),
+        torch.zeros_like(weight).double(),
+    )
+    for step, gradient in enumerate(gradients, start=1):
+        gradient = gradient.double()
+        weight = weight * (1 - lr * weight_decay)
+        first = betas[0] * first + (1 - betas[0]) * gradient
+        second = betas[1] * second + (1 - betas[1]) * gradient**2
+        first_hat, second_hat = first / (1 - betas[0] ** step), second / (1 - betas[1] ** step)
+        weight = weight - lr * first_hat / (second_hat.sqrt() + eps)
+    return weight
+
+
+@pytest.mark.parametrize("fused_adamw", [True, False])
+def test_adamw_is_fused_by_default_and_either_implementation_computes_adamw(fused_adamw):
+    config = OptimizerConfig(
+        learning_rate=1e-2,
+        adam_beta1=0.8,
+        adam_beta2=0.95,
+        adam_epsilon=1e-6,
+        weight_decay=0.1,
+        fused_adamw=fused_adamw,
+    )
+    assert OptimizerConfig().fused_adamw
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(4, 5))
+    initial = weight.detach().clone()
+    gradients = [torch.randn(4, 5) for _ in range(3)]
+    optimizer = build_adamw([weight], config)
+    assert optimizer.defaults["fused"] is (True if fused_adamw else None)
+    assert optimizer.defaults["foreach"] is (None if fused_adamw else True)
+    for gradient in gradients:
+        weight.grad = gradient.clone()
+        optimizer.step()
+    expected = _adamw_reference(initial, gradients, lr=1e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)
+    torch.testing.assert_close(weight.detach().double(), expected, rtol=0, atol=1e-6)
+
+
+def test_ema_follows_diffusers_decay_schedule_step_by_step(tmp_path):
+    # EMAModel's schedule without warm-up: no average at the first step, then min(decay, (1 + t) / (10 + t)) with
+    # t = step - 1, i.e. shadow <- d * shadow + (1 - d) * weight.
+    trainer = _trainer(tmp_path, ema_decay=0.3)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    trainer.track_ema(model)
+    expected = [parameter.detach().clone() for parameter in model.parameters()]
+    for step in range(1, 5):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        trainer.finish_optimizer_step()
+        decay = 0.0 if step == 1 else min(0.3, step / (9 + step))
+        expected = [
+            decay * shadow + (1 - decay) * weight.detach() for shadow, weight in zip(expected, model.parameters())
+        ]
+    for shadow, reference in zip(trainer.ema.shadow_params, expected):
+        torch.testing.assert_close(shadow, reference, rtol=0, atol=1e-6)
 
 
 def test_ema_weights_without_ema_leave_the_model_alone(tmp_path):
