@@ -94,8 +94,13 @@ def measure(name: str, args) -> dict:
 
         return step
 
-    holder = torch.nn.ParameterList(parameters)
-    emas = {"diffusers default": EMAModel(parameters, decay=0.9999), "foreach (trainer)": build_ema(holder, 0.9999)}
+    emas = {
+        "diffusers default": EMAModel(parameters, decay=0.9999),
+        "foreach": EMAModel(parameters, decay=0.9999, foreach=True),
+    }
+    trainer_ema = (
+        "foreach" if build_ema(torch.nn.ParameterList(parameters[:1]), 0.9999).foreach else "diffusers default"
+    )
     started = time.perf_counter()
     optimizer_seconds = time_alternately(
         {label: optimizer_step(optimizer) for label, optimizer in optimizers.items()},
@@ -115,7 +120,14 @@ def measure(name: str, args) -> dict:
         ("EMA step", ema_seconds, "diffusers default"),
     ):
         for label, values in seconds.items():
-            rows.append({"kind": kind, "implementation": label, **ratio_summary(values, seconds[reference])})
+            trainer = label == "fused (trainer)" or (kind == "EMA step" and label == trainer_ema)
+            rows.append(
+                {
+                    "kind": kind,
+                    "implementation": label + (" (trainer)" if trainer and "trainer" not in label else ""),
+                    **ratio_summary(values, seconds[reference]),
+                }
+            )
     return {
         "model": name,
         "label": MODELS[name][0],
@@ -134,7 +146,7 @@ def markdown(results: dict) -> str:
         "after warm-up, candidates round-robin; ratio to the default in the same round, median (min-max). "
         "`torch default` is `torch.optim.AdamW(params)` (a per-tensor loop on the CPU, foreach on CUDA); "
         "`fused (trainer)` is `training.trainer.build_adamw` with the default `fused_adamw: true`; EMA is diffusers' "
-        "`EMAModel` without and with `foreach` (`build_ema`).",
+        "`EMAModel` without and with `foreach`, `(trainer)` marking the one `build_ema` picks on this device.",
     ]
     for model in results["models"]:
         if model["status"] != "ok":
@@ -158,7 +170,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="the tiny tokenizer, 3 rounds")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds (CPU EMA times vary: 5 are too few)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (the first step allocates the state)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--output_dir", default=str(Path(__file__).resolve().parent / "results"))

@@ -409,6 +409,14 @@ def report_training(name, setting, batch, seconds, flops, device, cross_check=No
         torch.cuda.reset_peak_memory_stats()
 
 
+def _trainer_adamw(parameters, learning_rate):
+    """The optimiser the training recipes build (`training.trainer.build_adamw`: fused AdamW)."""
+    from diffusers_aligntok.training.config import OptimizerConfig
+    from diffusers_aligntok.training.trainer import build_adamw
+
+    return build_adamw(parameters, OptimizerConfig(learning_rate=learning_rate))
+
+
 def section_dit_train(args, budget):
     from diffusers_aligntok import LightningDiTTransformer2DModel
 
@@ -418,7 +426,7 @@ def section_dit_train(args, budget):
     with torch.device(device):
         model = LightningDiTTransformer2DModel.from_preset(preset).train()
     cfg = model.config
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    optimizer = _trainer_adamw(model.parameters(), 1e-4)
     x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
     t = torch.rand(batch, device=device) * 1000
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
@@ -442,9 +450,7 @@ def section_dit_train(args, budget):
     params = sum(p.numel() for p in model.parameters())
     seconds = time_alternating({"step": step}, device, args.warmup, args.iters, budget)["step"]
     loss = step().item()
-    setting = (
-        f"{preset}/{cfg.patch_size} {cfg.sample_size}x{cfg.sample_size}x{cfg.in_channels} b{batch} bf16 autocast AdamW"
-    )
+    setting = f"{preset}/{cfg.patch_size} {cfg.sample_size}x{cfg.sample_size}x{cfg.in_channels} b{batch} bf16 autocast fused AdamW"
     report_training("DiT train step", setting, batch, seconds, flops, device, cross_check=6 * params * tokens)
     add("DiT train loss finite", setting, loss, "", "", "ok" if math.isfinite(loss) else "NON-FINITE")
     del model, optimizer
@@ -464,7 +470,7 @@ def section_tokenizer_train(args, budget):
         model.enable_gradient_checkpointing()
         if hasattr(model.encoder, "gradient_checkpointing_enable"):
             model.encoder.gradient_checkpointing_enable()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    optimizer = _trainer_adamw(model.parameters(), 1e-5)
     x = torch.rand(batch, 3, res, res, device=device) * 2 - 1
 
     def fwd_bwd():
@@ -541,7 +547,7 @@ def section_fsdp(args, budget):
             kind = "FSDP1"
             wrapped = FullyShardedDataParallel(model, device_id=device if device.type == "cuda" else None)
         cfg = model.config
-        optimizer = torch.optim.AdamW(wrapped.parameters(), lr=1e-4)
+        optimizer = _trainer_adamw(wrapped.parameters(), 1e-4)  # fused AdamW over DTensor shards under FSDP2
         x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
         t = torch.rand(batch, device=device) * 1000
         y = torch.randint(0, cfg.num_classes, (batch,), device=device)

@@ -1210,11 +1210,8 @@ def _save_pngs(images: torch.Tensor, indices: np.ndarray, labels: np.ndarray, be
 
 def write_chunk(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> Path:
     """Writes a chunk file atomically: a kill mid-write leaves no file that resume would take for a finished chunk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.incomplete")
-    with open(temporary, "wb") as handle:
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, fingerprint=np.array(fingerprint), state_version=np.array(_STATE_VERSION), **arrays)
-    os.replace(temporary, path)
     return path
 
 
@@ -1224,9 +1221,7 @@ def images_chunk_path(scale_dir: str | os.PathLike, chunk: int) -> Path:
 
 def write_images_chunk(path: Path, images: np.ndarray, sample_indices: np.ndarray, fingerprint: str) -> Path:
     """Writes a chunk's uint8 samples (for `save_npz`) atomically, with the chunk's fingerprint and sample indices."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.incomplete")
-    with open(temporary, "wb") as handle:
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(
             handle,
             images=images,
@@ -1234,7 +1229,6 @@ def write_images_chunk(path: Path, images: np.ndarray, sample_indices: np.ndarra
             fingerprint=np.array(fingerprint),
             state_version=np.array(_STATE_VERSION),
         )
-    os.replace(temporary, path)
     return path
 
 
@@ -1387,10 +1381,8 @@ def write_adm_sample_npz(
     """
     path = Path(path).expanduser()
     num_chunks = plan.num_chunks(samples_per_chunk)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.incomplete")
     shape = None
-    try:
+    with atomic_path(path) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
             with archive.open("arr_0.npy", "w", force_zip64=True) as member:
                 for chunk in range(num_chunks):
@@ -1414,9 +1406,6 @@ def write_adm_sample_npz(
                     member.write(memoryview(images).cast("B"))
             with archive.open("arr_1.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, plan.labels.astype(np.int64), allow_pickle=False)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return {
         "path": str(path),
         "arrays": {

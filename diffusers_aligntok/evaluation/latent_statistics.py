@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import atomic_path
+
 
 LATENT_NORMALIZATIONS = ("per-channel", "global")
 # Model classes whose config has the four fields and whose pipelines read them as described above.
@@ -185,9 +187,8 @@ def write_latent_statistics(
         )
     updates = latent_normalization_config(statistics, normalization)
     config.update(updates)
-    temporary = config_path.with_name(config_path.name + ".incomplete")
-    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, config_path)
+    with atomic_path(config_path) as temporary:
+        temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return updates
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..utils import format_metric
+from ..utils import atomic_path, format_metric
 
 
 RESULTS_JSON = "results.json"
@@ -89,9 +89,8 @@ def write_json_and_markdown(output_dir: str | os.PathLike, json_text: str, markd
     paths = []
     for name, text in ((RESULTS_JSON, json_text), (RESULTS_MARKDOWN, markdown)):
         path = output_dir / name
-        temporary = path.with_name(name + ".incomplete")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            temporary.write_text(text)
         paths.append(path)
     return paths[0], paths[1]
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..data import ImageDatasetConfig, build_image_dataset
+from ..utils import atomic_path
 
 
 def build_evaluation_dataset(
@@ -124,8 +125,6 @@ def iterate_batches(
 def atomic_torch_save(state: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary file, then rename: a crash mid-write never leaves a truncated state."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".incomplete")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
     return path

@@ -69,7 +69,7 @@ from tqdm.auto import tqdm
 
 from ..data.image_datasets import IMAGE_FILE_EXTENSIONS, ImageTransform, decode_image
 from ..standins import save_random_clip_standin  # noqa: F401  (re-exported)
-from ..utils import format_metric, settings_fingerprint, to_jsonable
+from ..utils import atomic_path, format_metric, settings_fingerprint, to_jsonable
 from .metrics.clip_score import (
     DEFAULT_CLIP_MODEL,
     CLIPScorer,
@@ -520,10 +520,8 @@ def describe_text_to_image_pipeline(pipeline, path: str) -> dict[str, Any]:
 
 def write_png_atomically(image: np.ndarray, path: Path) -> None:
     """A uint8 `(H, W, 3)` image as a PNG; a kill mid-write leaves a temporary file, never a truncated PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.incomplete")
-    Image.fromarray(image).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(image).save(temporary, format="PNG")
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -631,25 +629,20 @@ def prepare_scale_dir(scale_dir: Path, fingerprint: str, resume: bool) -> None:
         for path in existing:
             shutil.rmtree(path, ignore_errors=True)
     scale_dir.mkdir(parents=True, exist_ok=True)
-    temporary = settings_path.with_name(SETTINGS_JSON + ".incomplete")
-    temporary.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
-    os.replace(temporary, settings_path)
+    with atomic_path(settings_path) as temporary:
+        temporary.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
 
 
 def write_geneval_metadata(geneval_dir: Path, geneval: PromptSet) -> None:
     """`<index:05d>/metadata.jsonl` per GenEval prompt: its line of the metadata file, as GenEval's script writes it."""
     for index, record in enumerate(geneval.records):
-        folder = geneval_dir / f"{index:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / ".metadata.jsonl.incomplete"
-        temporary.write_text(json.dumps(record) + "\n")
-        os.replace(temporary, folder / "metadata.jsonl")
+        with atomic_path(geneval_dir / f"{index:05d}" / "metadata.jsonl") as temporary:
+            temporary.write_text(json.dumps(record) + "\n")
 
 
 def write_prompt_index(output_dir: Path, plan: Sequence[Sample]) -> Path:
     path = output_dir / PROMPTS_JSONL
-    temporary = path.with_name(PROMPTS_JSONL + ".incomplete")
-    with open(temporary, "w") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         handle.writelines(
             json.dumps(
                 {
@@ -664,7 +657,6 @@ def write_prompt_index(output_dir: Path, plan: Sequence[Sample]) -> Path:
             + "\n"
             for sample in plan
         )
-    os.replace(temporary, path)
     return path
 
 

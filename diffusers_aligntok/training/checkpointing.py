@@ -23,13 +23,12 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedType
 
-from ..utils import to_jsonable
+from ..utils import INCOMPLETE_SUFFIX, to_jsonable
 
 
 logger = get_logger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-INCOMPLETE_SUFFIX = ".incomplete"
 TRAINING_STATE_FILE = "training_state.json"
 
 

@@ -14,8 +14,6 @@ re-teach (a fresh one also restarts the GAN warm-up, `gan_start_step`, from the 
 
 import json
 import logging
-import os
-import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 
+from ..utils import atomic_path
 from .config import DiscriminatorConfig, StageConfig
 from .stages import stage_output_dir
 
@@ -146,25 +145,21 @@ def save_discriminator_state(
 ) -> Path:
     """Writes the discriminator for the next stage (every rank calls it; the main process writes).
 
-    Written into `<directory>.incomplete` and renamed when complete, so a kill mid-write leaves no half state.
+    Written through `utils.atomic_path` (a temporary directory swapped in), so a kill mid-write leaves no half state.
     """
     directory = Path(directory)
     weights = accelerator.get_state_dict(discriminator)  # gathers FSDP / DeepSpeed shards: a collective call
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     if accelerator.is_main_process:
-        temporary = directory.with_name(directory.name + ".incomplete")
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-        save_file(
-            {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()},
-            str(temporary / _WEIGHTS_FILE),
-        )
-        if not sharded:
-            torch.save(optimizer.state_dict(), temporary / _OPTIMIZER_FILE)
-        record = {"discriminator": asdict(discriminator_config), "num_updates": num_updates}
-        (temporary / _CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(temporary, directory)
+        with atomic_path(directory) as temporary:
+            temporary.mkdir()
+            save_file(
+                {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()},
+                str(temporary / _WEIGHTS_FILE),
+            )
+            if not sharded:
+                torch.save(optimizer.state_dict(), temporary / _OPTIMIZER_FILE)
+            record = {"discriminator": asdict(discriminator_config), "num_updates": num_updates}
+            (temporary / _CONFIG_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     accelerator.wait_for_everyone()
     return directory
