@@ -352,7 +352,7 @@ def train_conv_vae(
 def cache_tokenizer_latents(tokenizer: torch.nn.Module, cache_dir: Path, num_samples: int, seed: int) -> Path:
     """A latent cache in `training/cache_latents.py`'s format (latents + flips, per-channel statistics) for any
     autoencoder with diffusers' `encode`, so every arm's DiT reads its latents through the same `CachedLatentDataset`."""
-    from diffusers_aligntok.training.latent_cache import (
+    from diffusers_aligntok.training.dit.latent_cache import (
         per_channel_statistics,
         tokenizer_fingerprint,
         write_metadata,
@@ -411,7 +411,7 @@ def sample_classes(
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from diffusers_aligntok.pipelines import AlignTokDiTPipeline
-    from diffusers_aligntok.training.latent_cache import read_metadata
+    from diffusers_aligntok.training.dit.latent_cache import read_metadata
 
     stats = read_metadata(cache_dir)["latent_statistics"]
     tokenizer.register_to_config(latents_mean=stats["mean"], latents_std=stats["std"], scaling_factor=1.0)

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 __all__ = [
     "INCOMPLETE_SUFFIX",
@@ -23,6 +25,7 @@ __all__ = [
     "is_incomplete",
     "settings_fingerprint",
     "to_jsonable",
+    "tokenizer_fingerprint",
     "write_json",
     "write_text",
 ]
@@ -116,3 +119,17 @@ def settings_fingerprint(settings: dict[str, Any], length: int | None = 24) -> s
     `length` characters. What a resumable run stores beside its partial results, to refuse resuming with others."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     return digest if length is None else digest[:length]
+
+
+def tokenizer_fingerprint(tokenizer: torch.nn.Module) -> str:
+    """A hash of the tokenizer's config and weights: a cache and a pipeline must agree on it."""
+    digest = hashlib.sha256()
+    config = dict(getattr(tokenizer, "config", {}))
+    # Latent statistics and scaling do not change the latents themselves.
+    for key in ("latents_mean", "latents_std", "scaling_factor", "shift_factor", "_name_or_path", "force_upcast"):
+        config.pop(key, None)
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(tokenizer.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

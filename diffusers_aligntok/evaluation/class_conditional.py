@@ -82,7 +82,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..utils import atomic_path, format_metric, settings_fingerprint, to_jsonable
+from ..utils import atomic_path, format_metric, settings_fingerprint, to_jsonable, tokenizer_fingerprint
 from .metrics.fid import (
     FEATURE_EXTRACTORS,
     FeatureStatistics,
@@ -518,7 +518,6 @@ def check_guidance_channels(pipeline, guidance_channels: int | None) -> int | st
 
 def describe_pipeline(pipeline, path: str) -> dict[str, Any]:
     """The pipeline's path, component classes, the transformer and VAE configs that define a run, and fingerprints."""
-    from ..training.latent_cache import tokenizer_fingerprint
 
     transformer, vae, scheduler = pipeline.transformer, pipeline.vae, pipeline.scheduler
     transformer_keys = (

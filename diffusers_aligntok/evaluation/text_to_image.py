@@ -69,7 +69,7 @@ from tqdm.auto import tqdm
 
 from ..data.image_datasets import IMAGE_FILE_EXTENSIONS, ImageTransform, decode_image
 from ..standins import save_random_clip_standin  # noqa: F401  (re-exported)
-from ..utils import atomic_path, format_metric, settings_fingerprint, to_jsonable
+from ..utils import atomic_path, format_metric, settings_fingerprint, to_jsonable, tokenizer_fingerprint
 from .metrics.clip_score import (
     DEFAULT_CLIP_MODEL,
     CLIPScorer,
@@ -478,7 +478,6 @@ def pipeline_call_settings(pipeline, config: TextToImageEvaluationConfig, guidan
 
 def describe_text_to_image_pipeline(pipeline, path: str) -> dict[str, Any]:
     """Path, class, every component's class, the full denoiser, VAE and scheduler configs, weight fingerprints."""
-    from ..training.latent_cache import tokenizer_fingerprint
 
     description: dict[str, Any] = {"path": str(path), "class": type(pipeline).__name__, "components": {}}
     for name, component in pipeline.components.items():

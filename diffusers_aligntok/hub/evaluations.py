@@ -9,7 +9,7 @@ Three formats, written by `diffusers_aligntok.evaluation`:
 | `generation` | `evaluate_generation` (`training/evaluate_generation.py`) | `pipeline`, `settings.sample_plan` | `pipeline.transformer.fingerprint`, `pipeline.vae.fingerprint` (config + weights hash), `pipeline.path` |
 | `text_to_image` | `evaluate_text_to_image` (`training/evaluate_t2i.py`) | `pipeline`, `prompts`, `clip` | the same fingerprints and path |
 
-A fingerprint is `diffusers_aligntok.training.latent_cache.tokenizer_fingerprint` of the loaded model: the push computes
+A fingerprint is `diffusers_aligntok.utils.tokenizer_fingerprint` of the loaded model: the push computes
 it for the pushed model in its fresh-process load check and compares. A tokenizer evaluation records no fingerprint,
 so its entry must name the pushed directory (same resolved path, same architecture config, weights not modified after
 the JSON was written), or a directory holding the same safetensors weights, or, when the recorded path no longer

@@ -24,7 +24,7 @@ _ERROR_TAIL_CHARACTERS = 3000
 def describe_loaded(loaded: Any) -> dict[str, Any]:
     """The class, component classes and weight fingerprints (by role, `transformer` / `vae`) of a loaded model or
     pipeline. A tokenizer alone reports its fingerprint as `vae`, the role it has in a pipeline."""
-    from ..training.latent_cache import tokenizer_fingerprint
+    from ..utils import tokenizer_fingerprint
 
     components = getattr(loaded, "components", None)
     if isinstance(components, dict):

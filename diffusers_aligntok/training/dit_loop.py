@@ -11,13 +11,13 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from ..models import AlignedAutoencoderKL, LightningDiTTransformer2DModel
-from ..utils import to_jsonable
+from ..utils import to_jsonable, tokenizer_fingerprint
 from .config import config_to_dict
 from .distributed import GlobalBatch
+from .dit.latent_cache import CachedLatentDataset
 from .dit_config import DiTConfig
 from .flow_matching import flow_matching_loss
 from .io_utils import save_pretrained_atomically
-from .latent_cache import CachedLatentDataset, tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .trainer import Trainer
 from .validation import image_grid, log_validation_images, save_grid

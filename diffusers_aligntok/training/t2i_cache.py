@@ -24,7 +24,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..data.text_image_datasets import TextImageDataset, collate_text_image_batch
-from .latent_cache import read_metadata, shard_path, tokenizer_fingerprint, write_metadata, write_shard
+from ..utils import tokenizer_fingerprint
+from .dit.latent_cache import read_metadata, shard_path, write_metadata, write_shard
 
 
 logger = logging.getLogger(__name__)

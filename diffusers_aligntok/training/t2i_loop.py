@@ -27,11 +27,10 @@ from diffusers.training_utils import compute_density_for_timestep_sampling
 from ..data.aspect_buckets import make_buckets
 from ..data.text_image_datasets import BucketBatchSampler, build_text_image_dataset, collate_text_image_batch
 from ..pipelines.pipeline_aligntok_flux import AlignTokFluxPipeline, latent_image_ids, pack_latents, unpack_latents
-from ..utils import to_jsonable
+from ..utils import to_jsonable, tokenizer_fingerprint
 from .config import config_to_dict
 from .distributed import SINGLE_PROCESS, GlobalBatch
 from .io_utils import save_pretrained_atomically
-from .latent_cache import tokenizer_fingerprint
 from .step import backward_and_step, loggable_values, raise_if_not_finite
 from .t2i_cache import CachedTextImageDataset, build_t2i_cache, collate_cached_batch
 from .t2i_components import (

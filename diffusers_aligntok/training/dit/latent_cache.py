@@ -13,7 +13,6 @@ the tokenizer config when it has them, else measured over the cache) normalise t
 """
 
 import argparse
-import hashlib
 import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from ...data import ImageDatasetConfig, build_image_dataset
 from ...data.builtin_shapes import augmentation_generator
 from ...models import AlignedAutoencoderKL
-from ...utils import atomic_path
+from ...utils import atomic_path, tokenizer_fingerprint
 
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "per_channel_statistics",
     "read_metadata",
     "shard_path",
-    "tokenizer_fingerprint",
     "write_metadata",
     "write_shard",
 ]
@@ -51,20 +49,6 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 SHARD_PATTERN = "shard-{index:05d}.safetensors"
-
-
-def tokenizer_fingerprint(tokenizer: torch.nn.Module) -> str:
-    """A hash of the tokenizer's config and weights: a cache and a pipeline must agree on it."""
-    digest = hashlib.sha256()
-    config = dict(getattr(tokenizer, "config", {}))
-    # Latent statistics and scaling do not change the latents themselves.
-    for key in ("latents_mean", "latents_std", "scaling_factor", "shift_factor", "_name_or_path", "force_upcast"):
-        config.pop(key, None)
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(tokenizer.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def shard_path(cache_dir: str | Path, index: int) -> Path:
