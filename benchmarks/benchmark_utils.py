@@ -6,6 +6,7 @@ script puts its folder first on `sys.path`, and the tests load the scripts with 
 """
 
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -142,3 +143,15 @@ def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(key)) for key in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_results(output_dir: str | Path, stem: str, results: dict, markdown: str) -> Path:
+    """Writes `<stem>.json` (for tooling) and `<stem>.md` (for reading) under `output_dir`, prints the Markdown and
+    returns the Markdown's path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (output_dir / f"{stem}.md").write_text(markdown)
+    print("\n" + markdown)
+    print(f"written: {output_dir / stem}.md and .json", flush=True)
+    return output_dir / f"{stem}.md"

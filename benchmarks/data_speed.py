@@ -44,7 +44,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from benchmark_utils import machine_description  # noqa: E402
+from benchmark_utils import machine_description, write_results  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
@@ -547,13 +547,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     results = run(args)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data_speed.json").write_text(json.dumps(results, indent=2, default=str))
-    text = markdown(results)
-    (out / "data_speed.md").write_text(text)
-    print("\n" + text)
-    print(f"written: {out / 'data_speed.md'} and .json ({results['wall_s']} s)")
+    write_results(args.output_dir, "data_speed", results, markdown(results))
     return results
 
 

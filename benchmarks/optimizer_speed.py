@@ -19,7 +19,6 @@ Usage:
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from benchmark_utils import (
     markdown_table,
     ratio_summary,
     time_alternately,
+    write_results,
 )
 from diffusers.training_utils import EMAModel
 
@@ -193,12 +193,8 @@ def main(argv=None) -> dict:
     for name in args.models:
         print(f"{name} ...", flush=True)
         results["models"].append(measure(name, args))
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     stem = "optimizer_speed_quick" if args.quick else "optimizer_speed"
-    (output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output_dir / f"{stem}.md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(args.output_dir, stem, results, markdown(results))
     return results
 
 

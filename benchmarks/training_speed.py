@@ -788,13 +788,7 @@ def main(argv=None) -> dict:
         "wall_s": round(time.monotonic() - started, 1),
         "rows": rows,
     }
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "training_speed.json").write_text(json.dumps(results, indent=2, default=str))
-    text = markdown(results)
-    (out / "training_speed.md").write_text(text)
-    print("\n" + text)
-    print(f"written: {out / 'training_speed.md'} and .json ({results['wall_s']} s)")
+    benchmark_utils.write_results(args.output_dir, "training_speed", results, markdown(results))
     return results
 
 
