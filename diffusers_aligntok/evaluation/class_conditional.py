@@ -101,7 +101,7 @@ from .metrics.fid import (
     reference_statistics_path,
     save_reference_statistics,
 )
-from .report import package_versions, write_json_and_markdown
+from .report import package_versions, warnings_and_notes, write_results_files
 from .streaming import EvenlySpacedSubset, build_evaluation_dataset, iterate_batches, shard_batches
 from .sweep import (
     SAMPLES_DIR,
@@ -1867,15 +1867,9 @@ def generation_markdown(results: dict[str, Any]) -> str:
                 f"Samples for ADM's evaluator (cfg {row['guidance_scale']:g}): {row['sample_npz']['path']} "
                 f"(arr_0 uint8 {shape})."
             )
-    for warning in results.get("warnings", []):
-        lines.append(f"- warning: {warning}")
-    for note in results.get("notes", []):
-        lines.append(f"- note: {note}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + warnings_and_notes(results)) + "\n"
 
 
 def write_generation_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes `results.json` and `results.md` atomically and returns their paths."""
-    return write_json_and_markdown(
-        output_dir, json.dumps(to_jsonable(results), indent=2) + "\n", generation_markdown(results)
-    )
+    return write_results_files(output_dir, results, generation_markdown(results))

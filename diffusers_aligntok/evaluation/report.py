@@ -1,6 +1,5 @@
 """Results of a tokenizer evaluation: the JSON with every setting, a short Markdown table, a side-by-side PNG."""
 
-import json
 import os
 import platform
 from importlib import metadata
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..utils import atomic_path, format_metric
+from ..utils import format_metric, write_json, write_text
 
 
 RESULTS_JSON = "results.json"
@@ -77,29 +76,27 @@ def markdown_table(results: dict[str, Any]) -> str:
         f"{results['linear_probe_protocol']['split']}; CKNNA: k={settings['cknna_topk']} against "
         f"{(results.get('reference_encoder') or {}).get('name', 'no reference encoder (skipped)')}.",
     ]
-    for warning in results.get("warnings", []):
-        lines.append(f"- warning: {warning}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + warnings_and_notes(results)) + "\n"
 
 
-def write_json_and_markdown(output_dir: str | os.PathLike, json_text: str, markdown: str) -> tuple[Path, Path]:
-    """Writes `results.json` and `results.md` atomically (temporary name, then rename) and returns their paths."""
+def warnings_and_notes(results: dict[str, Any]) -> list[str]:
+    """The Markdown bullet lines of a results envelope's `warnings` and `notes`, closing every evaluation's
+    `results.md`."""
+    return [f"- warning: {warning}" for warning in results.get("warnings", [])] + [
+        f"- note: {note}" for note in results.get("notes", [])
+    ]
+
+
+def write_results_files(output_dir: str | os.PathLike, results: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Writes an evaluation's `results.json` (the envelope as plain JSON) and `results.md` atomically and returns their
+    paths."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in ((RESULTS_JSON, json_text), (RESULTS_MARKDOWN, markdown)):
-        path = output_dir / name
-        with atomic_path(path) as temporary:
-            temporary.write_text(text)
-        paths.append(path)
-    return paths[0], paths[1]
+    return write_json(output_dir / RESULTS_JSON, results), write_text(output_dir / RESULTS_MARKDOWN, markdown)
 
 
 def write_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes the tokenizer evaluation's `results.json` and `results.md` (atomically) and returns their paths."""
-    return write_json_and_markdown(
-        output_dir, json.dumps(results, indent=2, default=str) + "\n", markdown_table(results)
-    )
+    return write_results_files(output_dir, results, markdown_table(results))
 
 
 def _to_pil(image: torch.Tensor, size: int) -> Image.Image:

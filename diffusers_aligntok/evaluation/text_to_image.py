@@ -91,7 +91,7 @@ from .metrics.fid import (
     save_reference_statistics,
 )
 from .prompts import PromptSet, load_geneval_metadata, load_prompts
-from .report import package_versions, write_json_and_markdown
+from .report import package_versions, warnings_and_notes, write_results_files
 from .streaming import shard_batches
 from .sweep import (
     SAMPLES_DIR,
@@ -1150,15 +1150,9 @@ def text_to_image_markdown(results: dict[str, Any]) -> str:
             f"GenEval export: {results['geneval']['num_prompts']} prompts x "
             f"{results['geneval']['images_per_prompt']} images per scale in cfg-<scale>/geneval (not scored)."
         )
-    for warning in results.get("warnings", []):
-        lines.append(f"- warning: {warning}")
-    for note in results.get("notes", []):
-        lines.append(f"- note: {note}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + warnings_and_notes(results)) + "\n"
 
 
 def write_text_to_image_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> tuple[Path, Path]:
     """Writes `results.json` and `results.md` atomically and returns their paths."""
-    return write_json_and_markdown(
-        output_dir, json.dumps(to_jsonable(results), indent=2) + "\n", text_to_image_markdown(results)
-    )
+    return write_results_files(output_dir, results, text_to_image_markdown(results))
