@@ -44,7 +44,7 @@ train-t2i-tiny: train-tiny
 		--vae runs/t2i_tiny_vae --output_dir runs/t2i_tiny
 
 benchmark: install
-	$(PYTHON) benchmarks/autoencoder_cpu_cost.py
+	$(PYTHON) benchmarks/tokenizer_speed.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -25,12 +25,23 @@ Protocol:
   default tile is 1024, i.e. no tiling at 1024: the common tile size makes the rows comparable.
 - A separate check decodes the same latents tiled and untiled at `--tiling_check_resolution` (1024), fp32: time,
   peak memory ratio and mean absolute difference. With random weights this measures how much the architecture
-  depends on context outside a tile (GroupNorm statistics, attention), not a trained model.
+  depends on context outside a tile (AlignTok decodes its attention stem whole, so what remains is the upsampling
+  path's convolutions and GroupNorm statistics), not a trained model.
+
+- Parameters: every `diffusers_aligntok.PRESETS` entry and every peer, split into encoder, adapter (AlignTok's
+  per-token MLP), decoder and the rest (quant convs), built on the meta device (the real constructor, no memory).
+- `--model PATH` adds a saved `AlignedAutoencoderKL` (`saved`, trained weights) to the run, and to the tiling check:
+  its tiled-vs-untiled difference is a trained decoder's seam error, where the random presets only bound the worst
+  case. `--variants` adds `<name>+<variant>` rows for each AlignTok model and the FLUX VAE, timed in the same rounds:
+  `compile` (`torch.compile` of the encoder and the decoder, in place, as `training.compile` does; the first call of
+  each shape compiles, so the warm-up round's time, `first_call_s` in the JSON, is the compile cost), `slicing`
+  (diffusers' `enable_slicing`: one image at a time) and `channels_last` (the model's memory format).
 
 The default grid is pruned to fit about 8 minutes on 2 CPU cores: all models at 256x256, batch 1, fp32; the core
 models (AlignTok L and B, FLUX VAE) at 256 bf16, at 256 batch 8, at 512 and (tiled) at 1024; batch > 1 only at the
-smallest resolution; at 512 and 1024 one repeat and, at 1024, no warm-up. Settings run in priority order and one that
-would start after `--time_budget_s` is recorded as skipped. `--full_grid --time_budget_s 0` runs every model at every
+smallest resolution; at 512 and 1024 one repeat and, at 1024, no warm-up. Settings run in priority order and one
+estimated to end after `--time_budget_s` (`estimated_seconds`: the round trips measured at the smallest resolution,
+scaled) is recorded as skipped. `--full_grid --time_budget_s 0` runs every model at every
 resolution x batch x dtype with all repeats (hours on a CPU, minutes on a GPU).
 
 Usage:
@@ -38,6 +49,10 @@ Usage:
     python benchmarks/tokenizer_speed.py --quick            # 256, batch 1, fp32 + bf16, 2 models, ~1-2 minutes
     python benchmarks/tokenizer_speed.py --device cuda --full_grid --time_budget_s 0
     python benchmarks/tokenizer_speed.py --models aligntok-dinov2-large flux-vae --resolutions 512 --dtypes fp32
+    python benchmarks/tokenizer_speed.py --model runs/demo/stage3/model --models saved --resolutions 128 \
+        --dtypes fp32 --tile_size 32 --tiling_check_resolution 128      # a trained model's speed and tiling seams
+    python benchmarks/tokenizer_speed.py --quick --variants compile   # torch.compile before/after
+    python benchmarks/tokenizer_speed.py --tiling_check_only --time_budget_s 0   # the tiled vs untiled check alone
 """
 
 import argparse
@@ -59,7 +74,7 @@ from diffusers import AutoencoderDC, AutoencoderKL, AutoencoderRAE
 from diffusers.image_processor import VaeImageProcessor
 
 import diffusers_aligntok
-from diffusers_aligntok import AlignedAutoencoderKL
+from diffusers_aligntok import PRESETS, AlignedAutoencoderKL
 from diffusers_aligntok.data.synthetic_image import synthetic_test_image
 from diffusers_aligntok.evaluation.tokenizer_adapters import FLUX_VAE_CONFIG  # FLUX.1-dev vae/config.json
 
@@ -175,6 +190,62 @@ def _tiny():
     return AlignedAutoencoderKL.from_preset("tiny")
 
 
+SAVED = "saved"  # the `--model` checkpoint
+
+
+def _compiled(model: torch.nn.Module) -> torch.nn.Module:
+    # In place, as `training.compile` does: parameter names and the model's own encode/decode code stay unchanged.
+    model.encoder.compile()
+    model.decoder.compile()
+    return model
+
+
+def _sliced(model: torch.nn.Module) -> torch.nn.Module:
+    model.enable_slicing()  # diffusers' batch slicing: encode and decode one image at a time
+    return model
+
+
+def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    return model.to(
+        memory_format=torch.channels_last
+    )  # the 4-D (conv) weights; inputs are converted by the first conv
+
+
+# `--variants`: each adds a `<model>+<variant>` row, built the same way and then changed as named.
+VARIANTS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
+    "compile": _compiled,
+    "slicing": _sliced,
+    "channels_last": _channels_last,
+}
+
+
+def base_model(name: str) -> str:
+    return name.split("+")[0]
+
+
+def register_models(args) -> None:
+    """Adds `saved` (`--model`) and the `+<variant>` rows (`--variants`) to `MODELS`."""
+    if args.model:
+        path = args.model
+        MODELS[SAVED] = ModelSpec(
+            f"saved AlignedAutoencoderKL ({path})", lambda _: AlignedAutoencoderKL.from_pretrained(path)
+        )
+    bases = [name for name in args.models if is_aligntok(name) or name in ("tiny", REFERENCE)]
+    for variant in args.variants:
+        for name in bases:
+            spec, change = MODELS[name], VARIANTS[variant]
+            MODELS[f"{name}+{variant}"] = ModelSpec(
+                f"{spec.label} ({variant})",
+                lambda resolution, build=spec.build, change=change: change(build(resolution)),
+                per_resolution=spec.per_resolution,
+            )
+            args.models.append(f"{name}+{variant}")
+
+
+def is_aligntok(name: str) -> bool:
+    return base_model(name).startswith(("aligntok", SAVED))
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     resolution: int
@@ -194,7 +265,24 @@ def parse_args(argv=None):
     add("--resolutions", type=int, nargs="+", default=[256, 512, 1024])
     add("--batch_sizes", type=int, nargs="+", default=[1, 8])
     add("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
-    add("--models", nargs="+", choices=sorted(MODELS), default=None, help=f"Default: {DEFAULT_MODELS}.")
+    add(
+        "--models",
+        nargs="+",
+        choices=sorted([*MODELS, SAVED]),
+        default=None,
+        help=f"Default: {DEFAULT_MODELS}; with --model: {SAVED} and {REFERENCE}.",
+    )
+    add(
+        "--model", default=None, help=f"A saved AlignedAutoencoderKL directory, timed and tiling-checked as `{SAVED}`."
+    )
+    add(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=[],
+        help="Also time each AlignTok model and the FLUX VAE changed as named, as `<model>+<variant>` rows: compile "
+        "(torch.compile of encoder and decoder, in place), slicing (enable_slicing), channels_last (memory format).",
+    )
     add("--repeats", type=int, default=3, help="Timed rounds per setting after the warm-up (median reported).")
     add("--warmup", type=int, default=1, help="Untimed rounds per setting.")
     add("--threads", type=int, default=2, help="torch.set_num_threads (CPU).")
@@ -202,8 +290,24 @@ def parse_args(argv=None):
     add("--tile_size", type=int, default=256, help="Tile size in pixels for every model that tiles.")
     add("--tiled_from", type=int, default=1024, help="Resolutions from this one up run tiled.")
     add("--tiling_check_resolution", type=int, default=1024, help="Tiled vs untiled decode check; 0 to skip.")
-    add("--tiling_check_models", nargs="+", choices=sorted(MODELS), default=["aligntok-dinov2-large"])
-    add("--time_budget_s", type=float, default=480.0, help="Work that would start later is skipped; 0: no limit.")
+    add(
+        "--tiling_check_models",
+        nargs="+",
+        choices=sorted([*MODELS, SAVED]),
+        default=None,
+        help=f"Default: aligntok-dinov2-large; with --model: {SAVED}.",
+    )
+    add(
+        "--tiling_check_only",
+        action="store_true",
+        help="Run only the tiled vs untiled decode check (and the parameter counts), no timing grid.",
+    )
+    add(
+        "--time_budget_s",
+        type=float,
+        default=480.0,
+        help="Work estimated (from the first setting's times) to end later is skipped; 0: no limit.",
+    )
     add(
         "--force_bf16",
         action="store_true",
@@ -214,11 +318,15 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.resolutions, args.batch_sizes, args.dtypes = [256], [1], ["fp32", "bf16"]
-        args.models = args.models or ["aligntok-dinov2-large", REFERENCE]
+        args.models = args.models or [SAVED if args.model else "aligntok-dinov2-large", REFERENCE]
         args.repeats, args.tiling_check_resolution = min(args.repeats, 2), 0
         if args.output_name == "tokenizer_speed":
             args.output_name = "tokenizer_speed_quick"
-    args.models = list(args.models or DEFAULT_MODELS)
+    if (SAVED in (args.models or []) or SAVED in (args.tiling_check_models or [])) and not args.model:
+        parser.error(f"`{SAVED}` is the model given with --model PATH; pass --model.")
+    default_models = [SAVED, REFERENCE] if args.model else DEFAULT_MODELS
+    args.models = list(args.models or default_models)
+    args.tiling_check_models = args.tiling_check_models or [SAVED if args.model else "aligntok-dinov2-large"]
     if REFERENCE not in args.models:  # every ratio needs the reference measured in the same rounds
         args.models.append(REFERENCE)
     args.device = torch.device(args.device)
@@ -241,7 +349,8 @@ def plan_settings(args) -> list[Setting]:
                 if dtype != "fp32" and (resolution != smallest or batch > 1):
                     continue  # bf16 (emulated and slow on AVX2 CPUs) only at the smallest resolution, batch 1
                 first = dtype == args.dtypes[0] and resolution == smallest and batch == min(args.batch_sizes)
-                models = args.models if first else [name for name in args.models if name in CORE_MODELS + ["tiny"]]
+                core = CORE_MODELS + ["tiny", SAVED]
+                models = args.models if first else [name for name in args.models if base_model(name) in core]
                 large = resolution > smallest or batch > 1
                 repeats = 1 if large and args.device.type == "cpu" else args.repeats
                 warmup = 0 if resolution >= 1024 and args.device.type == "cpu" else args.warmup
@@ -402,7 +511,7 @@ def measure_setting(setting: Setting, cache: ModelCache, args, cpu_peak: bool, d
     tiled = {name: set_tiling(model, setting.tiled, args.tile_size) for name, model in models.items()}
     names = list(models)
     runs = {name: {key: [] for key in ("encode", "decode", "encode_peak_mib", "decode_peak_mib")} for name in names}
-    latent_shapes = {}
+    latent_shapes, first_call = {}, {}
     for round_index in range(setting.warmup + setting.repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:  # round-robin, the first model rotating
@@ -420,6 +529,8 @@ def measure_setting(setting: Setting, cache: ModelCache, args, cpu_peak: bool, d
             if not torch.isfinite(decoded).all():
                 print(f"  warning: {name} produced non-finite output", flush=True)
             latent_shapes[name] = "x".join(str(size) for size in latents.shape[1:])
+            if round_index == 0:
+                first_call[name] = (encode_seconds, decode_seconds)  # includes torch.compile for `+compile` rows
             if round_index >= setting.warmup:
                 runs[name]["encode"].append(encode_seconds)
                 runs[name]["decode"].append(decode_seconds)
@@ -448,6 +559,7 @@ def measure_setting(setting: Setting, cache: ModelCache, args, cpu_peak: bool, d
             "repeats": setting.repeats,
             "warmup": setting.warmup,
             "runs": runs[name],
+            "first_call_s": {"encode": first_call[name][0], "decode": first_call[name][1]},
         }
         for key in ("encode", "decode", "roundtrip"):
             row[f"{key}_s_per_image"] = statistics.median(runs[name][key]) / setting.batch
@@ -471,6 +583,9 @@ def tiling_check(cache: ModelCache, args, cpu_peak: bool) -> list[dict]:
             rows.append({"model": name, "status": "skipped: the model cannot tile"})
             continue
         latents = encode(model, images)
+        set_tiling(model, True, args.tile_size)
+        tiled_latents = encode(model, images)  # the encoder's tiling error; the decode comparison uses `latents`
+        set_tiling(model, False, args.tile_size)
         outputs = {}
         for mode in ("untiled", "tiled"):
             set_tiling(model, mode == "tiled", args.tile_size)
@@ -483,6 +598,12 @@ def tiling_check(cache: ModelCache, args, cpu_peak: bool) -> list[dict]:
             print(f"  {name} {mode} decode at {resolution}: {seconds:.1f}s, peak {peak.mib} MiB", flush=True)
         set_tiling(model, False, args.tile_size)
         difference = (outputs["tiled"] - outputs["untiled"]).abs()
+        whole_decoder_difference = None
+        if isinstance(model, AlignedAutoencoderKL):  # the yardstick: the same decoder tiled as AutoencoderKL tiles
+            reference = whole_decoder_tiling_reference(model)
+            set_tiling(reference, True, args.tile_size)
+            whole_decoder_difference = (decode(reference, latents) - outputs["untiled"]).abs().mean().item()
+            del reference
         ratio = (
             outputs["tiled_peak_mib"] / outputs["untiled_peak_mib"]
             if outputs["tiled_peak_mib"] and outputs["untiled_peak_mib"]
@@ -501,12 +622,91 @@ def tiling_check(cache: ModelCache, args, cpu_peak: bool) -> list[dict]:
                 "peak_ratio": ratio,
                 "mean_abs_diff": difference.mean().item(),
                 "max_abs_diff": difference.max().item(),
+                "whole_decoder_tiling_mean_abs_diff": whole_decoder_difference,
                 "decoded_std": outputs["untiled"].std().item(),
+                "encode_mean_abs_diff": (tiled_latents - latents).abs().mean().item(),
+                "latent_std": latents.std().item(),
                 "peak_target_met": ratio is not None and ratio <= 0.25,
                 "mae_target_met": difference.mean().item() <= 1e-2,
             }
         )
-        del outputs, latents
+        del outputs, latents, tiled_latents
+    return rows
+
+
+def whole_decoder_tiling_reference(model: AlignedAutoencoderKL) -> AutoencoderKL:
+    """diffusers' `AutoencoderKL` carrying `model`'s decoder, whose tiling tiles the whole decoder, attention included.
+
+    AlignTok's tiled decode keeps its attention stem whole; this shows what that buys on the same weights.
+    """
+    config = model.config
+    reference = AutoencoderKL(
+        latent_channels=config.latent_channels,
+        out_channels=config.out_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(config.block_out_channels),
+        up_block_types=tuple(config.up_block_types),
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        act_fn=config.act_fn,
+        norm_num_groups=config.norm_num_groups,
+        mid_block_add_attention=config.mid_block_add_attention,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    reference.decoder.load_state_dict(model.decoder.state_dict())
+    return reference.to(model.device).eval()  # the tiling check runs in float32, as AutoencoderKL is built
+
+
+def estimated_seconds(kind: str, setting: Setting | None, models: list[str], timing_rows: list[dict], args):
+    """Wall time of a task, scaled from the round trips measured so far at the smallest resolution, batch 1.
+
+    Cost grows with pixels times batch, and tiling adds the overlap's area: 5x5 tiles of 256 cover 1280x1280 pixels
+    for a 1024 image. The tiling check is two encodes and three decodes, two of them tiled (ours and the
+    whole-decoder reference), counted as three round trips, two tiled. None when a model has no
+    measurement yet (the first setting always runs).
+    """
+    if kind == "tiling_check":
+        resolution, batch, tiled, rounds, dtype = args.tiling_check_resolution, 1, True, 1, "fp32"
+    else:
+        resolution, batch, tiled, dtype = setting.resolution, setting.batch, setting.tiled, setting.dtype
+        rounds = setting.warmup + setting.repeats
+    measured = {}  # model -> (resolution, round trip per image) of its first untiled batch-1 row: the smallest
+    for row in timing_rows:
+        if row["batch"] == 1 and row["dtype"] == dtype and row["tiled"] == "no":
+            measured.setdefault(row["model"], (row["resolution"], row["roundtrip_s_per_image"]))
+    if any(name not in measured for name in models):
+        return None
+    tiled_area = 1.0
+    if tiled and resolution > args.tile_size:
+        stride = args.tile_size * 3 // 4  # a quarter overlap, as every model here tiles
+        tiles_per_side = math.ceil((resolution - args.tile_size) / stride) + 1
+        tiled_area = (tiles_per_side * args.tile_size / resolution) ** 2
+    per_round = 0.0
+    for name in models:
+        measured_resolution, roundtrip = measured[name]
+        per_image = roundtrip * (resolution / measured_resolution) ** 2
+        per_round += per_image * batch * ((1.0 + 2 * tiled_area) if kind == "tiling_check" else tiled_area)
+    return per_round * rounds
+
+
+def _count(module: torch.nn.Module | None) -> int:
+    return sum(parameter.numel() for parameter in module.parameters()) if module is not None else 0
+
+
+def parameter_counts(models: list[str]) -> list[dict]:
+    """Every AlignTok preset and every peer in `models`, built on the meta device (no memory, no init time)."""
+    builders = {f"preset {name}": (lambda name=name: AlignedAutoencoderKL.from_preset(name)) for name in PRESETS}
+    for name in models:
+        if not is_aligntok(name) and name != "tiny" and name == base_model(name):
+            builders[name] = lambda name=name: MODELS[name].build(256)
+    rows = []
+    for name, build in builders.items():
+        with torch.device("meta"):
+            model = build()
+        parts = {part: _count(getattr(model, part, None)) for part in ("encoder", "adapter", "decoder")}
+        total = _count(model)
+        rows.append({"model": name, **parts, "other": total - sum(parts.values()), "total": total})
+        del model
     return rows
 
 
@@ -519,7 +719,7 @@ def issue_targets(timing_rows: list[dict], tiling_rows: list[dict]) -> list[dict
         ("decode at 256 fp32 <= 0.4x FLUX", "decode", 256, "fp32", 0.4),
         ("decode at 1024 fp32 (tiled) <= 0.4x FLUX", "decode", 1024, "fp32", 0.4),
     ]
-    for name in [name for name in MODELS if name.startswith("aligntok")]:
+    for name in [name for name in MODELS if is_aligntok(name)]:
         for label, key, resolution, dtype, limit in checks:
             row = next(
                 (
@@ -541,8 +741,9 @@ def issue_targets(timing_rows: list[dict], tiling_rows: list[dict]) -> list[dict
                 }
             )
     for row in tiling_rows:
-        if row.get("status") != "ok" or not row["model"].startswith("aligntok"):
+        if row.get("status") != "ok" or not is_aligntok(row["model"]):
             continue
+        weights = "trained weights" if row["model"] == SAVED else "random weights"
         ratio = row["peak_ratio"]
         targets.append(
             {
@@ -554,7 +755,7 @@ def issue_targets(timing_rows: list[dict], tiling_rows: list[dict]) -> list[dict
         )
         targets.append(
             {
-                "target": f"tiled {row['resolution']} decode MAE <= 1e-2 (random weights)",
+                "target": f"tiled {row['resolution']} decode MAE <= 1e-2 ({weights})",
                 "model": row["model"],
                 "measured": f"{row['mean_abs_diff']:.3g}",
                 "met": "yes" if row["mae_target_met"] else "no",
@@ -650,12 +851,20 @@ def write_results(results: dict, args):
                     "peak_ratio": "peak tiled / untiled",
                     "mean_abs_diff": "mean abs diff",
                     "max_abs_diff": "max abs diff",
+                    "whole_decoder_tiling_mean_abs_diff": "mean abs diff, whole decoder tiled (AutoencoderKL)",
                     "decoded_std": "decoded std",
+                    "encode_mean_abs_diff": "latent mean abs diff (tiled encode)",
+                    "latent_std": "latent std",
                 },
             )
-            + "\n\nWith random weights the difference measures the decoder's dependence on out-of-tile context "
-            "(GroupNorm statistics and the mid-block attention are per tile), not a trained model's seams."
+            + "\n\nWith random weights the difference measures the architecture's dependence on out-of-tile "
+            "context (the upsampling path's convolutions and GroupNorm statistics see only their tile, while the "
+            "attention stem decodes the whole latent; the ViT encoder sees only its tile), not a trained model's "
+            f"seams; `{SAVED}` (`--model`) is a trained model."
         )
+    if results.get("parameters"):
+        columns = {key: key for key in ("model", "encoder", "adapter", "decoder", "other", "total")}
+        parts.append("## Parameters\n\n" + markdown_table(results["parameters"], columns))
     if results.get("targets"):
         parts.append(
             "## Issue 16 CPU targets (batch 1)\n\n"
@@ -686,6 +895,7 @@ def bf16_slowdown_probe() -> float:
 
 def main(argv=None):
     args = parse_args(argv)
+    register_models(args)
     if args.device.type == "cpu":
         torch.set_num_threads(args.threads)
     start = time.monotonic()
@@ -694,7 +904,7 @@ def main(argv=None):
     results = {"environment": environment(args), "models": args.models, "timing": [], "skipped": []}
     if args.device.type == "cpu" and not cpu_peak:
         results["skipped"].append("peak memory: /proc/self/clear_refs not writable (Linux only), columns are n/a")
-    settings = plan_settings(args)
+    settings = [] if args.tiling_check_only else plan_settings(args)
     native_bf16 = args.device.type == "cuda" or results["environment"]["mkldnn_bf16_supported"]
     if "bf16" in args.dtypes and not native_bf16 and not args.force_bf16:
         with torch.no_grad():
@@ -725,8 +935,11 @@ def main(argv=None):
                 )
                 models = list(setting.models)
             elapsed = time.monotonic() - start
-            if time.monotonic() > deadline:
+            estimate = estimated_seconds(kind, setting, models, results["timing"], args)
+            if time.monotonic() + (estimate or 0.0) > deadline:
                 budget = f"time budget spent ({elapsed:.0f}s > {args.time_budget_s:.0f}s)"
+                if time.monotonic() <= deadline:
+                    budget = f"estimated {estimate:.0f}s would end past the {args.time_budget_s:.0f}s budget"
                 results["skipped"].append(f"{label} ({', '.join(models)}): {budget}")
                 continue
             print(f"[{elapsed:.0f}s] {index + 1}/{len(tasks)} {label}: {', '.join(models)}", flush=True)
@@ -735,12 +948,15 @@ def main(argv=None):
                 results["tiling_check"] = tiling_check(cache, args, cpu_peak)
             else:
                 results["timing"].extend(measure_setting(setting, cache, args, cpu_peak, deadline))
+    results["parameters"] = parameter_counts(args.models)
     results["targets"] = issue_targets(results["timing"], results.get("tiling_check", []))
     results["build_seconds"] = cache.build_seconds
     results["wall_seconds"] = time.monotonic() - start
     results["environment"]["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     order = {name: index for index, name in enumerate(MODELS)}
-    results["timing"].sort(key=lambda r: (r["dtype"] != "fp32", r["resolution"], r["batch"], order[r["model"]]))
+    results["timing"].sort(
+        key=lambda r: (r["dtype"] != "fp32", r["resolution"], r["batch"], order[base_model(r["model"])], r["model"])
+    )
     print("\n" + timing_table(results["timing"]), flush=True)
     write_results(results, args)
     return results

@@ -314,9 +314,14 @@ class TestSlicingAndTiling:
         # they overlap, so any correctly placed and normalised blend reproduces the untiled result exactly. A tile put
         # at the wrong offset, or blend weights that do not sum to one, would show up here.
         # Stand-ins: average pooling for the encoder, nearest upsampling (each latent pixel becomes a block) for the
-        # decoder, whose module is kept so that everything else the model reads from it stays in place.
+        # decoder, whose module is kept so that everything else the model reads from it stays in place. Tiled decoding
+        # runs the stem on the whole latent (here it doubles the resolution, as the paper's decoder's does) and tiles
+        # the rest, so the tile size, stride and overlap are rescaled to the stem's output.
         tiny_vae._encode_untiled = lambda images: F.avg_pool2d(images, FACTOR)
-        tiny_vae.decoder.forward = lambda latents: F.interpolate(latents, scale_factor=FACTOR, mode="nearest")
+        upsample = lambda hidden_states, factor: F.interpolate(hidden_states, scale_factor=factor, mode="nearest")  # noqa: E731
+        tiny_vae.decoder.forward = lambda latents: upsample(latents, FACTOR)
+        tiny_vae._decode_stem = lambda latents: (upsample(latents, 2), None)
+        tiny_vae._decode_upsampling_path = lambda hidden_states, up_blocks: upsample(hidden_states, FACTOR // 2)
         images = make_images(1, height, width)
         latents = make_latents(1, height // FACTOR, width // FACTOR)
 
@@ -343,12 +348,14 @@ class TestSlicingAndTiling:
 
     @pytest.mark.parametrize("height, width", [(64, 96), (96, 64)])
     @torch.no_grad()
-    def test_tiled_decode_is_no_worse_than_autoencoder_kl_tiling(self, tiny_vae, height, width):
+    def test_tiled_decode_is_closer_to_untiled_than_autoencoder_kl_tiling(self, tiny_vae, height, width):
         # With random weights the GroupNorm statistics and the attention of a 32 px tile differ from the full image's,
         # so tiled and untiled decodes differ by up to ~2 (diffusers' own tiling test only bounds a signed max by 0.5,
         # and only where its tiling is not even triggered). The justified reference is diffusers' AutoencoderKL
-        # running the *same* decoder weights with the same tile size and overlap: our blend must not be worse on
-        # average. Measured: ours ~0.21 mean abs difference, AutoencoderKL's ~0.25.
+        # running the *same* decoder weights with the same tile size and overlap, which tiles the whole decoder.
+        # Ours runs the attention stem on the whole latent; measured over 3 seeds and both shapes: 0.30-0.40x
+        # AutoencoderKL's mean abs difference (0.07-0.10 vs 0.23-0.25), where tiling the whole decoder with our blend
+        # gave 0.84x.
         reference = AutoencoderKL(
             down_block_types=("DownEncoderBlock2D",) * 3,
             use_post_quant_conv=False,
@@ -363,7 +370,20 @@ class TestSlicingAndTiling:
         _enable_small_tiles(reference)
         tiled_error = (tiny_vae.decode(latents).sample - decoded).abs().mean()
         reference_tiled_error = (reference.decode(latents).sample - decoded).abs().mean()
-        assert tiled_error <= reference_tiled_error
+        assert tiled_error <= 0.5 * reference_tiled_error
+
+    @torch.no_grad()
+    def test_tiled_decode_attends_over_the_whole_latent(self, tiny_vae):
+        # A change in the top-left latents reaches the bottom-right pixels of an untiled decode only through attention
+        # (the convolutions' receptive field is far smaller than 64x96 px). A tiled decode whose attention saw only its
+        # tile would leave the bottom-right tile, which does not contain the change, exactly as it was.
+        latents = make_latents(1, 64 // FACTOR, 96 // FACTOR)
+        changed = latents.clone()
+        changed[..., :2, :2] += 1.0
+        _enable_small_tiles(tiny_vae)
+        bottom_right = (Ellipsis, slice(-16, None), slice(-16, None))
+        difference = tiny_vae.decode(changed).sample[bottom_right] - tiny_vae.decode(latents).sample[bottom_right]
+        assert difference.abs().max() > 1e-4
 
     @torch.no_grad()
     def test_tiles_larger_than_the_image_change_nothing(self, tiny_vae):
