@@ -206,9 +206,8 @@ def _sliced(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    return model.to(
-        memory_format=torch.channels_last
-    )  # the 4-D (conv) weights; inputs are converted by the first conv
+    # The 4-D (conv) weights; inputs are converted by the first conv.
+    return model.to(memory_format=torch.channels_last)
 
 
 # `--variants`: each adds a `<model>+<variant>` row, built the same way and then changed as named.

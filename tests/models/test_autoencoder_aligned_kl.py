@@ -373,10 +373,12 @@ class TestSlicingAndTiling:
         assert tiled_error <= 0.5 * reference_tiled_error
 
     @torch.no_grad()
-    def test_tiled_decode_attends_over_the_whole_latent(self, tiny_vae):
-        # A change in the top-left latents reaches the bottom-right pixels of an untiled decode only through attention
-        # (the convolutions' receptive field is far smaller than 64x96 px). A tiled decode whose attention saw only its
-        # tile would leave the bottom-right tile, which does not contain the change, exactly as it was.
+    def test_tiled_decode_stem_sees_the_whole_latent(self, tiny_vae):
+        # A change in the top-left latents reaches the bottom-right pixels of an untiled decode only through the
+        # decoder's global operations, attention and GroupNorm statistics (the convolutions' receptive field is far
+        # smaller than 64x96 px). Tiled decoding keeps the stem (attention included) whole; had the stem seen only its
+        # tile, as when the whole decoder is tiled, the bottom-right tiles, which do not contain the change, would be
+        # exactly as they were.
         latents = make_latents(1, 64 // FACTOR, 96 // FACTOR)
         changed = latents.clone()
         changed[..., :2, :2] += 1.0
